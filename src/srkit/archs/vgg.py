@@ -1,0 +1,107 @@
+"""A frozen, truncated VGG feature extractor for perceptual losses (SRGAN, ESRGAN before-ReLU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torchvision import models
+
+from srkit.paths import MissingDataError, data_file
+
+# Convolutions per stage; each conv is followed by a ReLU, each stage by a max-pool (torchvision's layout).
+_STAGES = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_OFFLINE_WEIGHTS = {
+    "vgg16": "weights/imagenet_backbones/vgg16_features_imagenet.safetensors",
+    "vgg19": "weights/imagenet_backbones/vgg19_features_imagenet.safetensors",
+}
+
+
+def layer_names(arch: str) -> list[str]:
+    """Names of torchvision's `features` modules in order: conv1_1, relu1_1, conv1_2, ..., pool5."""
+    if arch not in _STAGES:
+        raise ValueError(f"VGG arch must be one of {sorted(_STAGES)}, got {arch!r}")
+    names: list[str] = []
+    for stage, n_convs in enumerate(_STAGES[arch], start=1):
+        for i in range(1, n_convs + 1):
+            names += [f"conv{stage}_{i}", f"relu{stage}_{i}"]
+        names.append(f"pool{stage}")
+    return names
+
+
+def _imagenet_state_dict(arch: str, data_dir: str | Path | None) -> dict[str, torch.Tensor]:
+    """ImageNet `features.*` weights: from the data folder when there, else torchvision's download."""
+    how = (
+        f"Put torchvision's ImageNet {arch} `features.*` weights there as safetensors, or run once "
+        f"online so torchvision can download them."
+    )
+    try:
+        path = data_file(_OFFLINE_WEIGHTS[arch], what=f"ImageNet {arch} weights", how=how, explicit=data_dir)
+        return load_file(str(path))
+    except MissingDataError as missing:
+        weights = (
+            models.VGG16_Weights.IMAGENET1K_V1 if arch == "vgg16" else models.VGG19_Weights.IMAGENET1K_V1
+        )
+        try:
+            full = weights.get_state_dict(progress=False)
+        except Exception as err:  # no network, proxy, disk full: the offline route is what the user can fix
+            raise MissingDataError(f"{missing} (torchvision download also failed: {err})") from err
+        return {k: v for k, v in full.items() if k.startswith("features.")}
+
+
+class VGGFeatures(nn.Module):
+    """VGG `features` cut after `layer`; input images in [0, 1], ImageNet normalisation applied inside.
+
+    `layer` names a module as in `layer_names`: "conv5_4" is the conv output before its ReLU (ESRGAN),
+    "relu5_4" the same features after the ReLU (SRGAN's phi_5,4). The network is frozen: no gradients
+    to its weights and always in eval mode (gradients still flow to the input).
+
+    Args:
+        weights: "imagenet" (offline file, else torchvision's download), None for random init (tests),
+            or a path to a safetensors file with `features.N.weight/bias` keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        arch: str = "vgg19",
+        layer: str = "relu5_4",
+        weights: str | Path | None = "imagenet",
+        data_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        names = layer_names(arch)
+        if layer not in names:
+            raise ValueError(f"VGG layer for {arch} must be one of {names}, got {layer!r}")
+        self.arch, self.layer = arch, layer
+        cut = names.index(layer) + 1
+        builder = models.vgg16 if arch == "vgg16" else models.vgg19
+        self.features = builder(weights=None).features[:cut]
+        if weights is not None:
+            if weights == "imagenet":
+                state = _imagenet_state_dict(arch, data_dir)
+            else:
+                path = Path(weights)
+                if not path.is_file():
+                    raise MissingDataError(f"VGG weights file not found: {path}")
+                state = load_file(str(path))
+            kept = {k.removeprefix("features."): v for k, v in state.items() if int(k.split(".")[1]) < cut}
+            self.features.load_state_dict(kept, strict=True)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGGFeatures:
+        """Stay in eval mode: the extractor is a fixed measuring instrument, never trained."""
+        return super().train(False)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        # (N, 3, H, W) in [0, 1] -> (N, C_layer, H / 2^pools, W / 2^pools)
+        return self.features((img - self.mean) / self.std)

@@ -1,0 +1,209 @@
+"""The `srkit` command: parse arguments, then call one library function per command."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from srkit import __version__
+
+# torchvision warns about lpips' legacy `pretrained=` argument; it says nothing to an srkit user.
+warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _advance(progress: Any, task: Any, _item: object) -> None:
+    progress.advance(task)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """srkit evaluate: per-image CSV + summary JSON + a printed table."""
+    import torch
+    from rich.progress import Progress
+
+    from srkit.device import pick_device
+    from srkit.evaluate import (
+        format_table,
+        resolve_set,
+        score_folder,
+        summarize,
+        write_rows_csv,
+        write_summary_json,
+    )
+    from srkit.metrics import LPIPS, PROTOCOL
+    from srkit.models import load_model, model_scale
+
+    torch.set_grad_enabled(False)
+    device = pick_device(args.device)
+    model = load_model(args.model, scale=args.scale, device=device)
+    scale = model_scale(model)
+    sets = [resolve_set(s.strip(), data_dir=args.data_dir) for s in args.sets.split(",") if s.strip()]
+    lpips_model = None if args.lpips == "none" else LPIPS(args.lpips, data_dir=args.data_dir).to(device)
+    out_dir = Path(args.out) if args.out else Path("runs") / "evaluate" / Path(str(args.model)).stem
+    rows = []
+    console = _console()
+    with Progress(console=console, transient=True) as progress:
+        for set_name, folder in sets:
+            task = progress.add_task(f"{set_name}", total=None)
+            rows += list(
+                score_folder(
+                    model,
+                    set_name,
+                    folder,
+                    scale=scale,
+                    device=device,
+                    lpips_model=lpips_model,
+                    save_dir=out_dir / "images" if args.save_images else None,
+                    on_image=functools.partial(_advance, progress, task),
+                )
+            )
+    summary = summarize(rows)
+    write_rows_csv(out_dir / "per_image.csv", rows)
+    write_summary_json(
+        out_dir / "summary.json",
+        {
+            "model": str(args.model),
+            "scale": scale,
+            "lpips_net": args.lpips,
+            "protocol": PROTOCOL,
+            "sets": summary,
+        },
+    )
+    console.print(format_table(summary, title=f"{args.model} x{scale}"))
+    console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """srkit upscale: files or folders -> OUT, going on past bad files; non-zero exit if any failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from srkit import io
+    from srkit.device import pick_device
+    from srkit.inference import upscale_files
+    from srkit.models import load_model
+
+    device = pick_device(args.device)
+    model = load_model(args.model, scale=args.scale, device=device)
+    total = len(io.list_images(args.inputs))
+    console = _console()
+    columns = (TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("upscale", total=total)
+        report = upscale_files(
+            model,
+            args.inputs,
+            args.output,
+            device=device,
+            suffix=args.suffix,
+            ext=args.ext,
+            overwrite=args.overwrite,
+            on_file=lambda _p: progress.advance(task),
+        )
+    console.print(f"wrote {len(report.written)} of {total} image(s) to {args.output}")
+    if report.failed:
+        console.print(f"[red]{len(report.failed)} file(s) failed:[/red]")
+        for path, reason in report.failed:
+            console.print(f"  {path}: {reason}", markup=False)
+        return 1
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """srkit models: the names --model accepts."""
+    from srkit.models import available_models, shipped_models
+
+    shipped = shipped_models()
+    for name in available_models():
+        print(f"{name}\t{shipped.get(name, 'built-in')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """srkit demo: degrade scikit-image's sample photos, upscale them, print the metric table."""
+    from srkit.demo import run_demo
+
+    summary = run_demo(out_dir=Path(args.out), models=args.models.split(","), data_dir=args.data_dir)
+    print(json.dumps({"out": args.out, "models": list(summary)}, indent=None))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every srkit command."""
+    parser = argparse.ArgumentParser(prog="srkit", description="4x single-image super-resolution toolkit")
+    parser.add_argument("--version", action="version", version=f"srkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+        p.add_argument(
+            "--data-dir", default=None, help="data folder (default: $SRKIT_DATA, else ../shared/data)"
+        )
+
+    p = sub.add_parser("evaluate", help="score a model on benchmark sets (PSNR/SSIM on Y, LPIPS)")
+    p.add_argument(
+        "--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file"
+    )
+    p.add_argument(
+        "--sets", default="Set5,Set14,BSD100", help="comma-separated set names or folders of HR images"
+    )
+    p.add_argument(
+        "--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)"
+    )
+    p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
+    p.add_argument("--out", default=None, help="output folder (default runs/evaluate/MODEL)")
+    p.add_argument("--save-images", action="store_true", help="also write the SR images")
+    common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("upscale", help="upscale image files or folders")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    p.add_argument(
+        "--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file"
+    )
+    p.add_argument(
+        "--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)"
+    )
+    p.add_argument("--suffix", default="", help="text added to each output file name, e.g. _x4")
+    p.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    common(p)
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("models", help="list the models --model accepts")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="degrade and upscale scikit-image's sample photos, print metrics")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--models", default="bicubic", help="comma-separated models to compare")
+    common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `srkit` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        # User errors (a missing file, a bad option value): one clear line, no traceback.
+        print(f"srkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,15 +6,11 @@ import argparse
 import functools
 import json
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from srkit import __version__
-
-# torchvision warns about lpips' legacy `pretrained=` argument; it says nothing to an srkit user.
-warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
 
 
 def _console():  # type: ignore[no-untyped-def]

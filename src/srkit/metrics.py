@@ -9,6 +9,7 @@ precision. LPIPS is the `lpips` package's v0.1 model, with its backbone loaded f
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +69,10 @@ def psnr(sr: torch.Tensor, gt: torch.Tensor, *, crop: int = 4, y_channel: bool =
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
 
 
 def ssim(sr: torch.Tensor, gt: torch.Tensor, *, crop: int = 4, y_channel: bool = True) -> float:
@@ -85,15 +85,14 @@ def ssim(sr: torch.Tensor, gt: torch.Tensor, *, crop: int = 4, y_channel: bool =
         raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {tuple(a.shape[-2:])}")
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     a, b = a.reshape(-1, 1, *a.shape[-2:]), b.reshape(-1, 1, *b.shape[-2:])  # channels as a batch
-    win = _gaussian_window().to(a.device).view(1, 1, 11, 11)
-
-    def filt(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, win)  # no padding: the valid region only
-
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a**2
-    var_b = filt(b * b) - mu_b**2
-    cov = filt(a * b) - mu_a * mu_b
+    n = a.shape[0]
+    g = _gaussian_1d().to(a.device)
+    # The 11x11 Gaussian is separable: two 1-D passes, no padding (valid region only), all five
+    # local statistics filtered in one batch. Same result as the 2-D window, ~5x less float64 work.
+    stats = torch.cat([a, b, a * a, b * b, a * b])  # (5n, 1, H, W)
+    stats = F.conv2d(F.conv2d(stats, g.view(1, 1, 11, 1)), g.view(1, 1, 1, 11))
+    mu_a, mu_b, e_aa, e_bb, e_ab = stats.split(n)
+    var_a, var_b, cov = e_aa - mu_a**2, e_bb - mu_b**2, e_ab - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim_map.mean().item()
 
@@ -124,7 +123,10 @@ class LPIPS(torch.nn.Module):
             raise ValueError(f"LPIPS net must be one of {sorted(_LPIPS_SLICES)}, got {net!r}")
         self.net_name = net
         # pnet_rand: build the backbone without torchvision's download; we load its weights below.
-        self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():
+            # lpips 0.1.4 passes torchvision's legacy `pretrained=` argument; the warning is not ours to act on.
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
         self.model.net.load_state_dict(self._backbone_state(net, data_dir), strict=True)
         self.model.eval().requires_grad_(False)
 

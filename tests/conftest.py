@@ -1,0 +1,21 @@
+"""Shared fixtures: the real data folder (../shared/data or $SRKIT_DATA) when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from srkit.paths import MissingDataError, data_root
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The data folder; CI must have it (a skip there would hide a broken data path), elsewhere skip."""
+    try:
+        return data_root()
+    except MissingDataError as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"data folder not available: {err}")

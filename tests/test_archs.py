@@ -9,7 +9,7 @@ from torch import nn
 
 from srkit.archs import DISCRIMINATORS, GENERATORS, Bicubic, SRGANDiscriminator, SRResNet, VGGFeatures
 from srkit.archs.vgg import layer_names
-from srkit.paths import MissingDataError, data_root
+from srkit.paths import MissingDataError
 
 
 def _n_params(model: nn.Module) -> int:
@@ -51,9 +51,11 @@ def test_srresnet_output_in_unit_range() -> None:
         assert out.min() >= 0 and out.max() <= 1
         assert out.std() > 0  # not a constant image
         # Saturate the tanh both ways: the [-1, 1] -> [0, 1] mapping must land exactly on the ends.
-        model.tail.bias.fill_(50.0)
+        bias = model.tail.bias
+        assert bias is not None
+        bias.fill_(50.0)
         assert torch.equal(model(_image(1, 8, 8)), torch.ones(1, 3, 32, 32))
-        model.tail.bias.fill_(-50.0)
+        bias.fill_(-50.0)
         assert torch.equal(model(_image(1, 8, 8)), torch.zeros(1, 3, 32, 32))
 
 
@@ -98,6 +100,7 @@ def test_discriminator_train_mode_backward() -> None:
     assert any(p.grad.abs().sum() > 0 for p in model.parameters() if p.grad is not None)
     # BatchNorm really ran in training mode: its running statistics moved.
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bn.num_batches_tracked is not None and bn.running_mean is not None
     assert bn.num_batches_tracked.item() == 1
     assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
 
@@ -174,8 +177,8 @@ def test_vgg_is_frozen_but_passes_gradients_to_input() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_vgg16_imagenet_weights_from_data_folder() -> None:
-    file = data_root() / "weights/imagenet_backbones/vgg16_features_imagenet.safetensors"
+def test_vgg16_imagenet_weights_from_data_folder(data_dir: Path) -> None:
+    file = data_dir / "weights/imagenet_backbones/vgg16_features_imagenet.safetensors"
     state = load_file(str(file))
     pretrained = VGGFeatures(arch="vgg16", layer="relu1_1", weights="imagenet")
     torch.manual_seed(0)
@@ -197,13 +200,11 @@ def test_vgg16_imagenet_weights_from_data_folder() -> None:
 
 
 def test_vgg16_default_layer_exists() -> None:
-    # BUG (src/srkit/archs/vgg.py): the default layer "relu5_4" exists only in VGG19, so
-    # VGGFeatures(arch="vgg16") with the defaults raises ValueError instead of building VGG16's last ReLU.
-    try:
-        model = VGGFeatures(arch="vgg16", weights=None)
-    except ValueError as err:
-        pytest.fail(f"BUG: VGGFeatures(arch='vgg16') fails with its own default layer: {err}")
+    # The default cut is the arch's last ReLU: relu5_3 for VGG16 (relu5_4 exists only in VGG19).
+    model = VGGFeatures(arch="vgg16", weights=None)
+    assert model.layer == "relu5_3"
     assert isinstance(model.features[-1], nn.ReLU)
+    assert VGGFeatures(arch="vgg19", weights=None).layer == "relu5_4"
 
 
 def test_vgg_imagenet_missing_offline_and_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -26,13 +25,6 @@ from srkit.models import build_generator, save_weights
 def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """rich wraps at the terminal width (80 when captured); long tmp paths must stay on one line."""
     monkeypatch.setenv("COLUMNS", "300")
-
-
-@pytest.fixture(autouse=True)
-def _restore_grad_mode() -> Iterator[None]:
-    """`srkit evaluate` switches autograd off process-wide (see test_evaluate_leaves_grad_mode_alone)."""
-    yield
-    torch.set_grad_enabled(True)
 
 
 def _smooth(h: int, w: int, *, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -101,7 +93,7 @@ def test_evaluate_folder(hr_folder: Path, tmp_path: Path, capsys: pytest.Capture
     assert sorted(os.listdir(out)) == ["per_image.csv", "summary.json"]
 
 
-def test_evaluate_folder_with_lpips(hr_folder: Path, tmp_path: Path) -> None:
+def test_evaluate_folder_with_lpips(hr_folder: Path, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "out"
     argv = ["evaluate", "--model", "bicubic", "--sets", str(hr_folder), "--lpips", "alex"]
     assert main([*argv, "--out", str(out), "--device", "cpu"]) == 0
@@ -114,7 +106,7 @@ def test_evaluate_folder_with_lpips(hr_folder: Path, tmp_path: Path) -> None:
     assert summary["sets"]["hr"]["lpips_mean"] == pytest.approx(sum(values) / 2, rel=1e-12)
 
 
-def test_evaluate_set5_bicubic_matches_published(tmp_path: Path) -> None:
+def test_evaluate_set5_bicubic_matches_published(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "out"
     argv = ["evaluate", "--sets", "Set5", "--model", "bicubic", "--lpips", "none", "--device", "cpu"]
     assert main([*argv, "--out", str(out)]) == 0
@@ -124,7 +116,7 @@ def test_evaluate_set5_bicubic_matches_published(tmp_path: Path) -> None:
     assert entry["ssim_mean"] == pytest.approx(0.811, abs=0.002)
 
 
-def test_evaluate_unknown_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_unknown_set(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["evaluate", "--sets", "NoSuchSet", "--model", "bicubic", "--lpips", "none", "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -135,12 +127,11 @@ def test_evaluate_unknown_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_evaluate_leaves_grad_mode_alone(hr_folder: Path, tmp_path: Path) -> None:
-    # BUG (src/srkit/cli.py, cmd_evaluate): torch.set_grad_enabled(False) is called and never undone, so
-    # after an in-process `main(["evaluate", ...])` every later backward() in the process fails.
+    # Evaluation must not switch autograd off process-wide: later training in the same process needs it.
     assert torch.is_grad_enabled()
     argv = ["evaluate", "--sets", str(hr_folder), "--lpips", "none", "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
-    assert torch.is_grad_enabled(), "BUG: srkit evaluate left autograd disabled for the whole process"
+    assert torch.is_grad_enabled(), "srkit evaluate left autograd disabled for the whole process"
 
 
 # upscale ------------------------------------------------------------------------------------------------
@@ -156,8 +147,10 @@ def mixed_folder(tmp_path: Path) -> Path:
     rgba[:, 8:, 3] = 255
     _write_png(folder / "rgba.png", rgba)
     _write_png(folder / "gray.png", _smooth(16, 12, channels=1, seed=5))
-    deep = (_smooth(12, 12, seed=6).astype(np.uint16) * 257 + 100).astype(np.uint16)
-    assert cv2.imwrite(str(folder / "deep.png"), deep[:, :, ::-1])
+    # 16-bit values off the 8-bit grid (x * 257 is where 8-bit values land), so precision loss would show.
+    deep = np.minimum(_smooth(12, 12, seed=6).astype(np.uint32) * 257 + 100, 65535).astype(np.uint16)
+    assert cv2.imwrite(str(folder / "deep.png"), np.ascontiguousarray(deep[:, :, ::-1]))
+    assert io.read_image(folder / "deep.png").bit_depth == 16
     _write_png(folder / "sub" / "nested.png", _smooth(16, 16, seed=7))
     (folder / "bad.png").write_bytes(b"not an image")
     return folder
@@ -200,8 +193,8 @@ def test_upscale_mixed_folder(mixed_folder: Path, tmp_path: Path, capsys: pytest
     deep = io.read_image(out / "deep.png")
     assert deep.bit_depth == 16 and deep.rgb.shape == (3, 48, 48)
     raw = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
-    assert raw.dtype == np.uint16
-    assert (raw % 257 != 0).any()  # 16-bit precision, not 8-bit values scaled up
+    assert raw is not None and raw.dtype == np.uint16
+    assert np.any(raw % 257 != 0)  # 16-bit precision, not 8-bit values scaled up
 
 
 def test_upscale_existing_outputs_and_overwrite(
@@ -245,7 +238,8 @@ def test_upscale_with_saved_model(tmp_path: Path) -> None:
     loss.backward()
     opt.step()
     model.eval()
-    weights = save_weights(model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs={"width": 8})
+    kwargs = {"width": 8, "num_blocks": 2, "scale": 4}
+    weights = save_weights(model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs=kwargs)
     src = _write_png(tmp_path / "in" / "x.png", _smooth(12, 16, seed=8))
     out = tmp_path / "out"
     assert main(["upscale", str(src), "-o", str(out), "--model", str(weights), "--device", "cpu"]) == 0

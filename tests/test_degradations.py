@@ -23,19 +23,17 @@ def _cubic(x: float) -> float:
 
 def _matlab_resize_1d(v: np.ndarray, scale: float, out_len: int) -> np.ndarray:
     """A direct, per-pixel transcription of MATLAB imresize's 1-D step (symmetric padding via np.pad)."""
-    n = len(v)
     width = 4 / scale if scale < 1 else 4.0
-    pad = int(math.ceil(width)) + 2
+    pad = math.ceil(width) + 2
     padded = np.pad(v, pad, mode="symmetric")  # MATLAB repeats the edge sample
     out = np.empty(out_len)
     for i in range(1, out_len + 1):
         u = i / scale + 0.5 * (1 - 1 / scale)
         left = math.floor(u - width / 2)
-        js = range(left, left + int(math.ceil(width)) + 2)
+        js = range(left, left + math.ceil(width) + 2)
         ws = [scale * _cubic(scale * (u - j)) if scale < 1 else _cubic(u - j) for j in js]
         total = sum(ws)
         out[i - 1] = sum(w * padded[j - 1 + pad] for w, j in zip(ws, js, strict=True)) / total
-    assert n > 0
     return out
 
 

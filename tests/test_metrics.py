@@ -121,7 +121,9 @@ def test_protocol_is_stated() -> None:
 @pytest.mark.parametrize(
     ("set_name", "want_psnr", "want_ssim"), [("Set5", 28.43, 0.811), ("Set14", 26.09, 0.705)]
 )
-def test_bicubic_reproduces_published_numbers(data_dir: Path, set_name: str, want_psnr: float, want_ssim: float) -> None:
+def test_bicubic_reproduces_published_numbers(
+    data_dir: Path, set_name: str, want_psnr: float, want_ssim: float
+) -> None:
     # Set5 28.42 dB is the published MATLAB figure; Set14 under this protocol on the standard images is 26.09.
     scores = []
     for path in io.list_images([data_dir / "benchmarks" / set_name]):

@@ -25,7 +25,6 @@ def _advance(progress: Any, task: Any, _item: object) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """srkit evaluate: per-image CSV + summary JSON + a printed table."""
-    import torch
     from rich.progress import Progress
 
     from srkit.device import pick_device
@@ -40,7 +39,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from srkit.metrics import LPIPS, PROTOCOL
     from srkit.models import load_model, model_scale
 
-    torch.set_grad_enabled(False)
     device = pick_device(args.device)
     model = load_model(args.model, scale=args.scale, device=device)
     scale = model_scale(model)

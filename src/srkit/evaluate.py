@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +46,8 @@ def resolve_set(name_or_path: str, *, data_dir: str | Path | None = None) -> tup
         known = sorted(p.name for p in (root / "benchmarks").glob("*") if p.is_dir())
         raise MissingDataError(
             f"benchmark set {name_or_path!r} not found: expected a folder {candidate} or a folder "
-            f"of HR images (available here: {', '.join(known) or 'none'}; `srkit data download {name_or_path}`)"
+            f"of HR images (available here: {', '.join(known) or 'none'}; "
+            f"`srkit data download {name_or_path}`)"
         )
     return name_or_path, candidate
 
@@ -133,15 +132,7 @@ def summarize(rows: Sequence[ImageScore]) -> dict[str, dict[str, float | int | N
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.atomic_write(path, text.encode("utf-8"))
 
 
 def write_rows_csv(path: Path, rows: Sequence[ImageScore]) -> None:

@@ -222,7 +222,7 @@ def write_image(
         channels = torch.cat([channels, alpha.detach().to("cpu", torch.float32).reshape(1, *rgb.shape[1:])])
     arr = _quantize(channels, 65535 if bit_depth == 16 else 255)
     data = _encode_16bit(arr, suffix, where) if bit_depth == 16 else _encode_8bit(arr, suffix, quality)
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return path
 
 
@@ -256,8 +256,9 @@ def _encode_16bit(arr: np.ndarray, suffix: str, where: str) -> bytes:
     return encoded.tobytes()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder then os.replace, so readers never see a partial file."""
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write bytes via a temp file in the same folder then os.replace, so readers never see a partial file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{secrets.token_hex(4)}")
     # os.open with O_EXCL (not mkstemp) so the final file gets umask-based permissions, not 0600.

@@ -124,7 +124,7 @@ class LPIPS(torch.nn.Module):
         self.net_name = net
         # pnet_rand: build the backbone without torchvision's download; we load its weights below.
         with warnings.catch_warnings():
-            # lpips 0.1.4 passes torchvision's legacy `pretrained=` argument; the warning is not ours to act on.
+            # lpips 0.1.4 passes torchvision's legacy `pretrained=` argument: not the user's to act on.
             warnings.simplefilter("ignore", UserWarning)
             self.model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
         self.model.net.load_state_dict(self._backbone_state(net, data_dir), strict=True)

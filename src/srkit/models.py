@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from srkit import io
 from srkit.archs import GENERATORS
 
 FORMAT_VERSION = "1"
@@ -40,25 +39,20 @@ def save_weights(
 ) -> Path:
     """Write model weights and the arch needed to rebuild them to a safetensors file, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"srkit_format": FORMAT_VERSION, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs)}
     metadata.update(meta or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.atomic_write(path, safetensors.torch.save(tensors, metadata=metadata))
     return path
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of an srkit safetensors file (arch, arch_kwargs, and whatever the trainer added)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
     if "arch" not in meta:
         raise ValueError(f"{path}: not an srkit weights file (no 'arch' in its safetensors metadata)")
     return dict(meta)
@@ -91,7 +85,10 @@ def load_model(name_or_path: str | Path, *, scale: int = 4, device: str | torch.
 
     meta = read_metadata(path)
     model = build_generator(meta["arch"], **json.loads(meta.get("arch_kwargs", "{}")))
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    except RuntimeError as err:  # shape mismatches: the file's tensors are not this arch's
+        raise ValueError(f"{path}: weights do not fit arch {meta['arch']!r}: {err}") from err
     if missing or unexpected:
         raise ValueError(
             f"{path}: weights do not fit arch {meta['arch']!r} (missing {missing}, unexpected {unexpected})"

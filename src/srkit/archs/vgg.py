@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from torchvision import models
+from torchvision.models.vgg import cfgs, make_layers
 
 from srkit.paths import MissingDataError, data_file
 
@@ -57,8 +58,9 @@ class VGGFeatures(nn.Module):
     """VGG `features` cut after `layer`; input images in [0, 1], ImageNet normalisation applied inside.
 
     `layer` names a module as in `layer_names`: "conv5_4" is the conv output before its ReLU (ESRGAN),
-    "relu5_4" the same features after the ReLU (SRGAN's phi_5,4). The network is frozen: no gradients
-    to its weights and always in eval mode (gradients still flow to the input).
+    "relu5_4" the same features after the ReLU (SRGAN's phi_5,4); the default is the last ReLU. The
+    network is frozen: no gradients to its weights and always in eval mode (gradients still flow to
+    the input).
 
     Args:
         weights: "imagenet" (offline file, else torchvision's download), None for random init (tests),
@@ -69,18 +71,21 @@ class VGGFeatures(nn.Module):
         self,
         *,
         arch: str = "vgg19",
-        layer: str = "relu5_4",
+        layer: str | None = None,
         weights: str | Path | None = "imagenet",
         data_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         names = layer_names(arch)
+        if layer is None:
+            layer = [n for n in names if n.startswith("relu")][-1]  # relu5_4 (vgg19) / relu5_3 (vgg16)
         if layer not in names:
             raise ValueError(f"VGG layer for {arch} must be one of {names}, got {layer!r}")
         self.arch, self.layer = arch, layer
         cut = names.index(layer) + 1
-        builder = models.vgg16 if arch == "vgg16" else models.vgg19
-        self.features = builder(weights=None).features[:cut]
+        # Only the conv trunk, built directly: torchvision's full VGG would also build a 120M-parameter
+        # classifier just to be thrown away. Same module indices, so `features.N` keys load as they are.
+        self.features = make_layers(cfgs["D" if arch == "vgg16" else "E"])[:cut]
         if weights is not None:
             if weights == "imagenet":
                 state = _imagenet_state_dict(arch, data_dir)

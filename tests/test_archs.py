@@ -192,9 +192,9 @@ def test_vgg16_imagenet_weights_from_data_folder(data_dir: Path) -> None:
     assert a.shape == b.shape == (1, 64, 16, 16)
     assert (a - b).abs().max() > 1e-2
     # A known property of ImageNet conv1_1: the output is the ImageNet-normalised input convolved.
-    x = (img - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.229, 0.224, 0.225]
-    ).view(1, 3, 1, 1)
+    x = (img - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     expected = nn.functional.conv2d(x, state["features.0.weight"], state["features.0.bias"], padding=1)
     torch.testing.assert_close(a, expected.clamp(min=0))
 

@@ -32,8 +32,7 @@ def _smooth(h: int, w: int, *, channels: int = 3, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), channels), dtype=np.uint8)
     bands = [
-        np.asarray(Image.fromarray(coarse[:, :, c]).resize((w, h), Image.Resampling.BICUBIC))
-        for c in range(channels)
+        np.asarray(Image.fromarray(coarse[:, :, c]).resize((w, h), Image.Resampling.BICUBIC)) for c in range(channels)
     ]
     return np.stack(bands, -1)
 

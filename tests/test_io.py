@@ -34,9 +34,7 @@ def _noise(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
 def _smooth(h: int, w: int) -> np.ndarray:
     """Smooth uint8 RGB gradient: lossy codecs keep it close to the original."""
     y, x = np.mgrid[0:h, 0:w]
-    return np.stack(
-        [x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 127 // (h + w)], -1
-    ).astype(np.uint8)
+    return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 127 // (h + w)], -1).astype(np.uint8)
 
 
 def _tensor(arr: np.ndarray) -> torch.Tensor:
@@ -327,9 +325,7 @@ def test_write_alpha(tmp_path: Path, suffix: str) -> None:
 
 def test_write_gray_alpha_is_la(tmp_path: Path) -> None:
     alpha = torch.rand(1, 4, 4)
-    path = write_image(
-        tmp_path / "la.png", torch.rand(1, 4, 4).expand(3, -1, -1), alpha=alpha, grayscale=True
-    )
+    path = write_image(tmp_path / "la.png", torch.rand(1, 4, 4).expand(3, -1, -1), alpha=alpha, grayscale=True)
     with Image.open(path) as im:
         assert im.mode == "LA"
     img = read_image(path)
@@ -423,9 +419,7 @@ def test_write_leaves_no_temp_and_creates_parents(tmp_path: Path) -> None:
     assert _only_files(path.parent) == ["out.png"]
 
 
-def test_failed_replace_removes_temp_and_keeps_old_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_replace_removes_temp_and_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "out.png"
     path.write_bytes(b"old")
     seen: list[str] = []

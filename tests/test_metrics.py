@@ -118,9 +118,7 @@ def test_protocol_is_stated() -> None:
     assert "Y (BT.601" in PROTOCOL and "border crop" in PROTOCOL and "LPIPS" in PROTOCOL
 
 
-@pytest.mark.parametrize(
-    ("set_name", "want_psnr", "want_ssim"), [("Set5", 28.43, 0.811), ("Set14", 26.09, 0.705)]
-)
+@pytest.mark.parametrize(("set_name", "want_psnr", "want_ssim"), [("Set5", 28.43, 0.811), ("Set14", 26.09, 0.705)])
 def test_bicubic_reproduces_published_numbers(
     data_dir: Path, set_name: str, want_psnr: float, want_ssim: float
 ) -> None:

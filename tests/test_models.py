@@ -131,9 +131,7 @@ def test_load_weights_wrong_shapes(tmp_path: Path) -> None:
     # Metadata says width 16, the file holds width 8: same keys, wrong shapes. load_model promises a
     # ValueError for weights that do not fit ("weights do not fit arch"), and the CLI only turns
     # FileNotFoundError/ValueError into a clean error; a RuntimeError becomes a traceback.
-    path = save_weights(
-        _trained_tiny(), tmp_path / "w.safetensors", arch="srresnet", arch_kwargs={**TINY, "width": 16}
-    )
+    path = save_weights(_trained_tiny(), tmp_path / "w.safetensors", arch="srresnet", arch_kwargs={**TINY, "width": 16})
     with pytest.raises(ValueError, match="do not fit arch 'srresnet'") as info:
         load_model(path)
     assert "size mismatch" in str(info.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_rows_csv,
         write_summary_json,
     )
-    from srkit.metrics import LPIPS, PROTOCOL
+    from srkit.metrics import LPIPS, protocol
     from srkit.models import load_model, model_scale
 
     device = pick_device(args.device)
@@ -59,6 +58,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     device=device,
                     lpips_model=lpips_model,
                     save_dir=out_dir / "images" if args.save_images else None,
+                    y_channel=not args.rgb,
                     on_image=functools.partial(_advance, progress, task),
                 )
             )
@@ -70,11 +70,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "model": str(args.model),
             "scale": scale,
             "lpips_net": args.lpips,
-            "protocol": PROTOCOL,
+            "protocol": protocol(y_channel=not args.rgb),
             "sets": summary,
         },
     )
-    console.print(format_table(summary, title=f"{args.model} x{scale}"))
+    table = format_table(summary, title=f"{args.model} x{scale}", protocol_text=protocol(y_channel=not args.rgb))
+    console.print(table)
     console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
     return 0
 
@@ -127,9 +128,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """srkit demo: degrade scikit-image's sample photos, upscale them, print the metric table."""
     from srkit.demo import run_demo
+    from srkit.models import available_models
 
-    summary = run_demo(out_dir=Path(args.out), models=args.models.split(","), data_dir=args.data_dir)
-    print(json.dumps({"out": args.out, "models": list(summary)}, indent=None))
+    models = available_models() if args.models == "all" else [m for m in args.models.split(",") if m]
+    run_demo(out_dir=Path(args.out), models=models, data_dir=args.data_dir)
     return 0
 
 
@@ -141,35 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-        p.add_argument(
-            "--data-dir", default=None, help="data folder (default: $SRKIT_DATA, else ../shared/data)"
-        )
+        p.add_argument("--data-dir", default=None, help="data folder (default: $SRKIT_DATA, else ../shared/data)")
 
     p = sub.add_parser("evaluate", help="score a model on benchmark sets (PSNR/SSIM on Y, LPIPS)")
-    p.add_argument(
-        "--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file"
-    )
-    p.add_argument(
-        "--sets", default="Set5,Set14,BSD100", help="comma-separated set names or folders of HR images"
-    )
-    p.add_argument(
-        "--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)"
-    )
+    p.add_argument("--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file")
+    p.add_argument("--sets", default="Set5,Set14,BSD100", help="comma-separated set names or folders of HR images")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
     p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
     p.add_argument("--out", default=None, help="output folder (default runs/evaluate/MODEL)")
     p.add_argument("--save-images", action="store_true", help="also write the SR images")
+    p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the Y channel")
     common(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("upscale", help="upscale image files or folders")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
-    p.add_argument(
-        "--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file"
-    )
-    p.add_argument(
-        "--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)"
-    )
+    p.add_argument("--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
     p.add_argument("--suffix", default="", help="text added to each output file name, e.g. _x4")
     p.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -181,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="degrade and upscale scikit-image's sample photos, print metrics")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--models", default="bicubic", help="comma-separated models to compare")
+    p.add_argument("--models", default="all", help="comma-separated models to compare (default: all)")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser

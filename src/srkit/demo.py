@@ -84,9 +84,7 @@ def run_demo(*, out_dir: Path, models: list[str], data_dir: str | Path | None = 
         rows: list[ImageScore] = []
         for name, gt in gts.items():
             sr = quantize(io.read_rgb(sr_dir / f"{name}.png").to(torch.float64))
-            rows.append(
-                score_pair(sr, gt, set_name=model_name, image=name, crop=scale, lpips_model=lpips_model)
-            )
+            rows.append(score_pair(sr, gt, set_name=model_name, image=name, crop=scale, lpips_model=lpips_model))
             montage_rows[name].append((model_name, sr_dir / f"{name}.png"))
         summary = summarize(rows)
         write_rows_csv(out_dir / f"{Path(model_name).stem}_per_image.csv", rows)

@@ -74,6 +74,7 @@ def score_folder(
     device: torch.device,
     lpips_model: LPIPS | None,
     save_dir: Path | None = None,
+    y_channel: bool = True,
     on_image: Callable[[str], None] | None = None,
 ) -> Iterator[ImageScore]:
     """Degrade each HR image (modcrop, MATLAB bicubic, 8-bit LR), super-resolve it and score it."""
@@ -91,11 +92,26 @@ def score_folder(
             io.write_image(save_dir / set_name / f"{path.stem}.png", sr)
         if on_image is not None:
             on_image(path.name)
-        yield score_pair(sr, gt, set_name=set_name, image=path.name, crop=scale, lpips_model=lpips_model)
+        yield score_pair(
+            sr,
+            gt,
+            set_name=set_name,
+            image=path.name,
+            crop=scale,
+            lpips_model=lpips_model,
+            y_channel=y_channel,
+        )
 
 
 def score_pair(
-    sr: torch.Tensor, gt: torch.Tensor, *, set_name: str, image: str, crop: int, lpips_model: LPIPS | None
+    sr: torch.Tensor,
+    gt: torch.Tensor,
+    *,
+    set_name: str,
+    image: str,
+    crop: int,
+    lpips_model: LPIPS | None,
+    y_channel: bool = True,
 ) -> ImageScore:
     """Score one (3, H, W) SR image against its HR under the protocol (SR is quantised inside)."""
     dist = None
@@ -107,8 +123,8 @@ def score_pair(
         image=image,
         height=gt.shape[-2],
         width=gt.shape[-1],
-        psnr=psnr(sr, gt, crop=crop),
-        ssim=ssim(sr, gt, crop=crop),
+        psnr=psnr(sr, gt, crop=crop, y_channel=y_channel),
+        ssim=ssim(sr, gt, crop=crop, y_channel=y_channel),
         lpips=dist,
     )
 
@@ -152,11 +168,13 @@ def write_summary_json(path: Path, summary: dict[str, Any]) -> None:
     _atomic_text(path, json.dumps(summary, indent=2, allow_nan=True) + "\n")
 
 
-def format_table(summary: dict[str, dict[str, float | int | None]], *, title: str) -> Any:
+def format_table(
+    summary: dict[str, dict[str, float | int | None]], *, title: str, protocol_text: str = PROTOCOL
+) -> Any:
     """A rich Table of mean +- std per set, captioned with the metric protocol."""
     from rich.table import Table
 
-    table = Table(title=title, caption=f"Protocol: {PROTOCOL}", caption_justify="left")
+    table = Table(title=title, caption=f"Protocol: {protocol_text}", caption_justify="left")
     for col in ("set", "images", "PSNR (dB)", "SSIM", "LPIPS"):
         table.add_column(col, justify="left" if col == "set" else "right")
 

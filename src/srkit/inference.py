@@ -78,15 +78,11 @@ def upscale_files(
         dst = output_path(src, roots=roots, out_dir=out_root, suffix=suffix, ext=ext)
         try:
             if dst.resolve() in input_set:
-                raise ValueError(
-                    f"output {dst} would overwrite an input; choose another -o folder or --suffix"
-                )
+                raise ValueError(f"output {dst} would overwrite an input; choose another -o folder or --suffix")
             if dst.exists() and not overwrite:
                 raise FileExistsError(f"output {dst} exists; pass --overwrite to replace it")
             result = upscale_image(model, io.read_image(src), device=device)
-            io.write_image(
-                dst, result.rgb, alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale
-            )
+            io.write_image(dst, result.rgb, alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale)
             report.written.append(dst)
         except (OSError, ValueError, RuntimeError) as err:
             # One bad file must not sink the batch: record it, report at the end, exit non-zero.

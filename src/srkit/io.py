@@ -180,9 +180,7 @@ def _check_rgb(rgb: torch.Tensor, where: str) -> torch.Tensor:
     if rgb.ndim == 4 and rgb.shape[0] == 1:
         rgb = rgb[0]
     if rgb.ndim != 3 or rgb.shape[0] != 3:
-        raise ValueError(
-            f"{where}: expected an RGB tensor of shape (3, H, W) or (1, 3, H, W), got {tuple(rgb.shape)}"
-        )
+        raise ValueError(f"{where}: expected an RGB tensor of shape (3, H, W) or (1, 3, H, W), got {tuple(rgb.shape)}")
     if not rgb.is_floating_point():
         raise ValueError(f"{where}: expected a float tensor with values in [0, 1], got {rgb.dtype}")
     return rgb
@@ -216,9 +214,7 @@ def write_image(
     channels = _to_gray(rgb) if grayscale else rgb
     if alpha is not None:
         if alpha.shape[-2:] != rgb.shape[-2:] or alpha.numel() != rgb[0].numel():
-            raise ValueError(
-                f"{where}: alpha of shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape)}"
-            )
+            raise ValueError(f"{where}: alpha of shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape)}")
         channels = torch.cat([channels, alpha.detach().to("cpu", torch.float32).reshape(1, *rgb.shape[1:])])
     arr = _quantize(channels, 65535 if bit_depth == 16 else 255)
     data = _encode_16bit(arr, suffix, where) if bit_depth == 16 else _encode_8bit(arr, suffix, quality)
@@ -286,9 +282,7 @@ def save_like(
     """Write `rgb` keeping the bit depth, gray-ness and (given) alpha of the source image `like`."""
     path = Path(path)
     if like.path is not None and not overwrite_source and _same_file(path, like.path):
-        raise ValueError(
-            f"refusing to write {path}: it is the source image {like.path}; pass overwrite_source=True"
-        )
+        raise ValueError(f"refusing to write {path}: it is the source image {like.path}; pass overwrite_source=True")
     # Only PNG/TIFF hold 16 bits; choosing e.g. .jpg as output already implies 8-bit.
     bit_depth = like.bit_depth if path.suffix.lower() in _SIXTEEN_BIT_SUFFIXES else 8
     return write_image(path, rgb, alpha=alpha, bit_depth=bit_depth, grayscale=like.grayscale)

@@ -19,10 +19,17 @@ from safetensors.torch import load_file
 
 from srkit.paths import MissingDataError, data_file
 
-PROTOCOL = (
-    "PSNR/SSIM on Y (BT.601, float64, unrounded), border crop = scale, SR quantised to uint8; "
-    "SSIM 11x11 Gaussian (sigma 1.5), valid region; LPIPS v0.1 on RGB, no crop; mean over images"
-)
+
+def protocol(*, y_channel: bool = True) -> str:
+    """The metric protocol in one line, as printed under every table."""
+    space = "Y (BT.601, float64, unrounded)" if y_channel else "RGB (float64)"
+    return (
+        f"PSNR/SSIM on {space}, border crop = scale, SR quantised to uint8; "
+        "SSIM 11x11 Gaussian (sigma 1.5), valid region; LPIPS v0.1 on RGB, no crop; mean over images"
+    )
+
+
+PROTOCOL = protocol()
 
 # ITU-R BT.601 RGB [0, 1] -> Y [16, 235]: Y = 16 + 65.481 R + 128.553 G + 24.966 B (MATLAB rgb2ycbcr).
 _BT601_Y = (65.481, 128.553, 24.966)
@@ -42,9 +49,7 @@ def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
     return 16.0 + (x * w).sum(dim=-3, keepdim=True)
 
 
-def _prepare(
-    sr: torch.Tensor, gt: torch.Tensor, crop: int, y_channel: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(sr: torch.Tensor, gt: torch.Tensor, crop: int, y_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantise SR, convert both to Y (or RGB x 255), crop the border; float64 on the 0-255 scale."""
     if sr.shape != gt.shape:
         raise ValueError(f"SR and GT shapes differ: {tuple(sr.shape)} vs {tuple(gt.shape)}")
@@ -141,14 +146,10 @@ class LPIPS(torch.nn.Module):
         except MissingDataError as missing:
             from torchvision import models
 
-            weights = (
-                models.AlexNet_Weights.IMAGENET1K_V1 if net == "alex" else models.VGG16_Weights.IMAGENET1K_V1
-            )
+            weights = models.AlexNet_Weights.IMAGENET1K_V1 if net == "alex" else models.VGG16_Weights.IMAGENET1K_V1
             try:
                 features = {
-                    k: v
-                    for k, v in weights.get_state_dict(progress=False).items()
-                    if k.startswith("features.")
+                    k: v for k, v in weights.get_state_dict(progress=False).items() if k.startswith("features.")
                 }
             except Exception as err:  # offline: the local file is the fix to suggest
                 raise MissingDataError(f"{missing} (torchvision download also failed: {err})") from err

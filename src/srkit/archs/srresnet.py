@@ -46,9 +46,7 @@ class SRResNet(nn.Module):
     At paper size (64 wide, 16 blocks, x4) it has 1,549,462 parameters.
     """
 
-    def __init__(
-        self, *, in_channels: int = 3, width: int = 64, num_blocks: int = 16, scale: int = 4
-    ) -> None:
+    def __init__(self, *, in_channels: int = 3, width: int = 64, num_blocks: int = 16, scale: int = 4) -> None:
         super().__init__()
         if scale not in (2, 4, 8):
             raise ValueError(f"SRResNet scale must be 2, 4 or 8 (a power of two), got {scale}")

@@ -44,9 +44,7 @@ def _imagenet_state_dict(arch: str, data_dir: str | Path | None) -> dict[str, to
         path = data_file(_OFFLINE_WEIGHTS[arch], what=f"ImageNet {arch} weights", how=how, explicit=data_dir)
         return load_file(str(path))
     except MissingDataError as missing:
-        weights = (
-            models.VGG16_Weights.IMAGENET1K_V1 if arch == "vgg16" else models.VGG19_Weights.IMAGENET1K_V1
-        )
+        weights = models.VGG16_Weights.IMAGENET1K_V1 if arch == "vgg16" else models.VGG19_Weights.IMAGENET1K_V1
         try:
             full = weights.get_state_dict(progress=False)
         except Exception as err:  # no network, proxy, disk full: the offline route is what the user can fix

@@ -26,9 +26,7 @@ def _keys_cubic(x: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _contributions(
-    in_len: int, out_len: int, scale: float, antialias: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _contributions(in_len: int, out_len: int, scale: float, antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """MATLAB's contributions(): for each output pixel, the input indices (0-based) and their weights.
 
     Returns (indices, weights), both (out_len, taps); weights are float64 and each row sums to 1.

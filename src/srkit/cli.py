@@ -115,6 +115,35 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """srkit train CONFIG [--section.key=value ...] [--resume RUN_DIR]."""
+    from srkit.config import load_config
+    from srkit.train.loop import fit
+
+    if args.resume:
+        # The run's own resolved config, with any overrides on top (e.g. --train.steps=... to extend it).
+        config_path = Path(args.resume) / "config.yaml"
+        if args.config is not None:
+            raise ValueError("give either a CONFIG or --resume RUN_DIR, not both (the run keeps its own config)")
+    else:
+        if args.config is None:
+            raise ValueError("srkit train needs a CONFIG.yaml (see configs/) or --resume RUN_DIR")
+        config_path = Path(args.config)
+    config = load_config(config_path, args.overrides)
+    run_dir = fit(config, resume=args.resume)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """srkit plot RUN_DIR: training and validation curves as a PNG."""
+    from srkit.train.plot import plot_run
+
+    out = plot_run(Path(args.run_dir), out=Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """srkit models: the names --model accepts."""
     from srkit.models import available_models, shipped_models
@@ -167,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_upscale)
 
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe",
+        description="Train from a recipe; any config key can be overridden as --section.key=value "
+        "(e.g. --train.steps=2000 --optim.lr_g=2e-4 --name=myrun). Multi-GPU/CPU: run under torchrun.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="recipe YAML, e.g. configs/srresnet_x4.yaml")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plot", help="draw a run's loss and validation curves (PNG)")
+    p.add_argument("run_dir", help="a run folder written by srkit train")
+    p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("models", help="list the models --model accepts")
     p.set_defaults(func=cmd_models)
 
@@ -180,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `srkit` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Only `train` takes free-form --section.key=value overrides; anything else unknown is an error.
+    overrides = [e for e in extra if e.startswith("--") and "=" in e]
+    unknown = [e for e in extra if e not in overrides]
+    if unknown or (overrides and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    args.overrides = [e[2:] for e in overrides]
     try:
         status: int = args.func(args)
     except (FileNotFoundError, ValueError) as err:

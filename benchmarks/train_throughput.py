@@ -1,0 +1,133 @@
+"""Training throughput on this machine: stage 1 (SRResNet, L1) and stage 2 (SRGAN: + VGG + D), fp32 vs bf16,
+and the rate the patch pipeline delivers batches, so one can see whether the loader is the bottleneck.
+
+    python benchmarks/train_throughput.py [--steps 5] [--batch 16] [--gt-size 96] [--device auto]
+
+Prints a markdown table. Not a test: numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from srkit.archs import SRGANDiscriminator, SRResNet
+from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
+from srkit.device import pick_device
+from srkit.losses import ADVERSARIAL, PerceptualLoss
+from srkit.train.validate import resolve_folder
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_rate(stage: int, *, amp: str, steps: int, batch: int, gt_size: int, device: torch.device) -> float:
+    """Seconds per optimisation step (median of `steps` after one warm-up step)."""
+    torch.manual_seed(0)
+    net_g = SRResNet().to(device)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=1e-4)
+    net_d = percep = opt_d = None
+    if stage == 2:
+        net_d = SRGANDiscriminator().to(device)
+        opt_d = torch.optim.Adam(net_d.parameters(), lr=1e-4)
+        percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device)
+    d_loss, g_loss = ADVERSARIAL["vanilla"]
+    lq = torch.rand(batch, 3, gt_size // 4, gt_size // 4, device=device)
+    gt = torch.rand(batch, 3, gt_size, gt_size, device=device)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "fp32"
+    )
+    times = []
+    for i in range(steps + 1):
+        _sync(device)
+        t = time.perf_counter()
+        with autocast:
+            sr = net_g(lq)
+            loss = torch.nn.functional.l1_loss(sr.float(), gt)
+            if net_d is not None and percep is not None:
+                loss = loss + 0.006 * percep(sr, gt)
+                net_d.requires_grad_(False)
+                loss = loss + 0.001 * g_loss(net_d(gt), net_d(sr).float())
+                net_d.requires_grad_(True)
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        if net_d is not None and opt_d is not None:
+            with autocast:
+                ld = d_loss(net_d(gt).float(), net_d(sr.detach()).float())
+            opt_d.zero_grad()
+            ld.backward()
+            opt_d.step()
+        _sync(device)
+        if i:  # the first step pays for allocation and kernel selection
+            times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def loader_rate(pairs: PairSet, *, workers: int, batches: int, batch: int, gt_size: int) -> tuple[float, float]:
+    """(cold, warm) batches per second: cold includes worker start-up, warm is steady state."""
+    dataset = PatchDataset(pairs, scale=4, gt_size=gt_size, seed=0)
+    loader = DataLoader(
+        dataset, batch_size=batch, sampler=IndexRange(0, batches, batch_size=batch), num_workers=workers
+    )
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    t1 = time.perf_counter()
+    n = 0
+    for _ in it:
+        n += 1
+    t2 = time.perf_counter()
+    return 1 / (t1 - t0), n / (t2 - t1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--gt-size", type=int, default=96)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (CUDA)")
+    parser.add_argument("--loader-batches", type=int, default=60)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    print(
+        f"# srkit training throughput: {platform.processor() or platform.machine()}, device {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, HR {args.gt_size}px\n"
+    )
+    print("| stage | precision | s/step | images/s |")
+    print("|---|---|---:|---:|")
+    consumed: dict[int, float] = {}
+    for stage in (1, 2):
+        for amp in args.amp.split(","):
+            sec = train_rate(stage, amp=amp, steps=args.steps, batch=args.batch, gt_size=args.gt_size, device=device)
+            consumed[stage] = max(consumed.get(stage, 0.0), 1 / sec)
+            print(
+                f"| {stage} ({'SRResNet, L1' if stage == 1 else 'SRGAN: L1 + VGG16 + D'}) | {amp} | {sec:.3f} | "
+                f"{args.batch / sec:.1f} |"
+            )
+    pairs = load_pairs(
+        [resolve_folder("train/T91", None), resolve_folder("train/BSD200", None)], scale=4, min_size=args.gt_size
+    )
+    print(
+        f"\n# patch pipeline: {len(pairs.gt)} images decoded once into memory; batches of {args.batch} "
+        f"({args.gt_size}px HR + LR)\n"
+    )
+    print("| workers | cold batches/s | warm batches/s | x stage-1 need | x stage-2 need |")
+    print("|---:|---:|---:|---:|---:|")
+    for workers in (0, 2):
+        cold, warm = loader_rate(
+            pairs, workers=workers, batches=args.loader_batches, batch=args.batch, gt_size=args.gt_size
+        )
+        print(f"| {workers} | {cold:.1f} | {warm:.1f} | {warm / consumed[1]:.0f}x | {warm / consumed[2]:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Typed training configuration: YAML in, dotted command-line overrides, the resolved copy saved per run.
+
+Every section forbids unknown keys, so a typo is an error that names the key and the keys allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The generator: an architecture from srkit.archs.GENERATORS and its keyword arguments."""
+
+    arch: str = "srresnet"
+    scale: int = 4
+    args: dict[str, Any] = Field(default_factory=dict)
+    init_from: str | None = None  # weights (.safetensors) or a checkpoint (.pt) to start from (stage 2)
+
+
+class DiscriminatorConfig(_Section):
+    """The discriminator; arch None trains the generator alone (stage 1)."""
+
+    arch: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(_Section):
+    """Training and validation images: folders relative to the data folder, or absolute paths."""
+
+    train: list[str] = Field(default_factory=lambda: ["train/T91", "train/BSD200", "train/General100"])
+    val: str = "benchmarks/Set5"
+    val_max_images: int | None = None  # validate on the first N images only (quick runs)
+    gt_size: int = 96  # HR crop; the LR crop is gt_size / scale
+    batch_size: int = 16
+    workers: int = 0
+    flip: bool = True
+    rot90: bool = True
+
+    @field_validator("gt_size", "batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+
+class LossConfig(_Section):
+    """Generator loss = pixel_weight * pixel + perceptual_weight * VGG + adversarial_weight * GAN."""
+
+    pixel: Literal["l1", "mse"] = "l1"
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    perceptual_arch: Literal["vgg16", "vgg19"] = "vgg19"
+    perceptual_layer: str | None = None  # default: the arch's last ReLU (relu5_4 / relu5_3)
+    perceptual_criterion: Literal["mse", "l1"] = "mse"
+    adversarial: Literal["vanilla", "lsgan", "ragan"] = "vanilla"
+    adversarial_weight: float = 0.0
+
+
+class OptimConfig(_Section):
+    """Adam for both networks, an LR schedule, clipping and discriminator warm-up."""
+
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    scheduler: Literal["none", "multistep", "cosine"] = "none"
+    milestones: list[int] = Field(default_factory=list)  # multistep: steps where lr *= gamma
+    gamma: float = 0.5
+    min_lr: float = 1e-7  # cosine: the floor
+    grad_clip: float | None = None  # max global grad norm, per network
+    d_warmup_steps: int = 0  # train only the discriminator for the first N steps
+
+
+class TrainConfig(_Section):
+    """Length, cadence, precision, averaging, stopping and logging of a run."""
+
+    steps: int = 100_000
+    val_every: int = 1_000
+    save_every: int = 10_000  # milestone checkpoints
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    ema_decay: float | None = None  # e.g. 0.999: validate and export the EMA generator
+    early_stop_metric: Literal["psnr", "ssim", "lpips"] | None = None
+    patience: int = 10  # validations without improvement before early stopping
+    lpips_net: Literal["alex", "vgg", "none"] = "alex"
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_mode: Literal["offline", "online"] = "offline"
+    d_collapse_threshold: float = 0.01  # warn when mean D(G(z)) stays below this ...
+    d_collapse_steps: int = 500  # ... for this many consecutive steps
+
+    @field_validator("steps", "val_every", "save_every", "log_every")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+
+class Config(_Section):
+    """A whole training recipe."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data_dir: str | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The field names at a location inside the config (for 'unknown key' messages)."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)
+
+
+def _explain(err: ValidationError, source: str) -> ValueError:
+    """Turn pydantic's report into one message naming each bad key and what was expected."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(Config, e["loc"]))
+            lines.append(f"unknown key '{key}' (allowed here: {allowed})")
+        else:
+            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return ValueError(f"bad config {source}: " + "; ".join(lines))
+
+
+def apply_override(data: dict[str, Any], dotted: str) -> None:
+    """Apply one `section.key=value` override in place; the value is parsed as YAML (1e-4, [1, 2], null)."""
+    if "=" not in dotted:
+        raise ValueError(f"override {dotted!r} must look like section.key=value")
+    key, raw = dotted.split("=", 1)
+    key = key.strip().removeprefix("--")
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {dotted!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML recipe (or start from defaults), apply overrides, validate strictly."""
+    data: dict[str, Any] = {}
+    source = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"config {path} is not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config {path} must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise _explain(err, source) from None
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (what a run saves next to its checkpoints)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

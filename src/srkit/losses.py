@@ -1,0 +1,89 @@
+"""Losses: pixel, perceptual (a frozen VGG cut at a named layer) and the adversarial variants.
+
+Adversarial variants are pairs of plain functions (discriminator loss, generator loss) over the
+discriminator's logits for real and fake images, so the training step is written once and the
+variant is chosen by name (SRGAN: vanilla BCE; replication: LSGAN; ESRGAN: relativistic average).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srkit.archs.vgg import VGGFeatures
+
+AdversarialFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pixel_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """L1 or MSE between images."""
+    if kind == "l1":
+        return F.l1_loss
+    if kind == "mse":
+        return F.mse_loss
+    raise ValueError(f"pixel loss must be 'l1' or 'mse', got {kind!r}")
+
+
+class PerceptualLoss(nn.Module):
+    """Distance between VGG features of SR and HR (SRGAN: MSE after ReLU; ESRGAN: L1 before ReLU)."""
+
+    def __init__(
+        self,
+        *,
+        arch: str = "vgg19",
+        layer: str | None = None,
+        criterion: str = "mse",
+        weights: str | Path | None = "imagenet",
+        data_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.vgg = VGGFeatures(arch=arch, layer=layer, weights=weights, data_dir=data_dir)
+        self.criterion = pixel_loss(criterion)
+
+    def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # the target's features need no graph
+            target = self.vgg(gt)
+        return self.criterion(self.vgg(sr), target)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+# Vanilla GAN (Goodfellow et al.; SRGAN): D separates real from fake; G makes D call fakes real.
+def d_loss_vanilla(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return _bce(real, 1.0) + _bce(fake, 0.0)
+
+
+def g_loss_vanilla(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return _bce(fake, 1.0)  # non-saturating form; `real` is unused
+
+
+# LSGAN (Mao et al. 2017): least squares on the raw outputs, targets 1 (real) and 0 (fake).
+def d_loss_lsgan(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
+
+
+def g_loss_lsgan(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * F.mse_loss(fake, torch.ones_like(fake))
+
+
+# Relativistic average GAN (Jolicoeur-Martineau 2018; ESRGAN eq. 1-2): is real more realistic than
+# the average fake, and vice versa. G's loss is symmetric, so G also gets gradients from real images.
+def d_loss_ragan(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (_bce(real - fake.mean(), 1.0) + _bce(fake - real.mean(), 0.0))
+
+
+def g_loss_ragan(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (_bce(real - fake.mean(), 0.0) + _bce(fake - real.mean(), 1.0))
+
+
+ADVERSARIAL: dict[str, tuple[AdversarialFn, AdversarialFn]] = {
+    "vanilla": (d_loss_vanilla, g_loss_vanilla),
+    "lsgan": (d_loss_lsgan, g_loss_lsgan),
+    "ragan": (d_loss_ragan, g_loss_ragan),
+}

@@ -1,0 +1,506 @@
+"""The training loop: one function, `fit`, for stage 1 (generator alone) and stage 2 (GAN fine-tuning).
+
+A step draws batch `step` (see data.datasets: batches are a pure function of seed and step), updates
+the generator, then the discriminator. Validation, checkpoints and logs happen on rank 0 at the
+configured cadence. Resuming restores every state, so the losses after a resume equal those of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from srkit import io
+from srkit.archs import DISCRIMINATORS
+from srkit.config import Config, dump_config
+from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
+from srkit.device import pick_device
+from srkit.losses import ADVERSARIAL, PerceptualLoss, pixel_loss
+from srkit.metrics import LPIPS
+from srkit.models import build_generator, load_model, save_weights
+from srkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from srkit.train.logger import RunLogger, memory_report
+from srkit.train.validate import resolve_folder, validate
+
+METRIC_BETTER = {"psnr": max, "ssim": max, "lpips": min}
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a torchrun job (rank 0 of 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @staticmethod
+    def from_env() -> DistInfo:
+        return DistInfo(
+            rank=int(os.environ.get("RANK", 0)),
+            world=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The plain module inside a DistributedDataParallel wrapper."""
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.LRScheduler:
+    o = config.optim
+    if o.scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=o.milestones, gamma=o.gamma)
+    if o.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.train.steps, eta_min=o.min_lr)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
+
+
+def _init_generator(net_g: nn.Module, source: str, device: torch.device) -> None:
+    """Stage 2 starts from stage 1: a .safetensors export or a run checkpoint (its EMA if it has one)."""
+    if source.endswith(".pt"):
+        ckpt = load_checkpoint(source)
+        state = ckpt.get("ema_generator") or ckpt["net_g"]
+    else:
+        state = load_model(source, device="cpu").state_dict()
+    try:
+        net_g.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"model.init_from {source}: weights do not fit model.arch/args: {err}") from err
+    net_g.to(device)
+
+
+def _optimizer_step(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    net: nn.Module,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float | None,
+) -> None:
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(opt)  # clip the true gradients, not the loss-scaled ones
+        nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    scaler.step(opt)
+
+
+def _loader(dataset: PatchDataset, start: int, stop: int, config: Config, dinfo: DistInfo, device: torch.device) -> Any:
+    sampler = IndexRange(start, stop, batch_size=config.data.batch_size, rank=dinfo.rank, world=dinfo.world)
+    return DataLoader(
+        dataset,
+        batch_size=config.data.batch_size,
+        sampler=sampler,
+        num_workers=config.data.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.data.workers > 0,
+    )
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, unit="step", mininterval=1.0)
+
+
+def _new_run_dir(config: Config) -> Path:
+    run_dir = Path(config.out_dir) / config.name
+    if (run_dir / "checkpoints" / "latest.pt").exists():
+        raise FileExistsError(
+            f"run folder {run_dir} already holds a run; resume it with --resume {run_dir} or pick another "
+            "name with --name=..."
+        )
+    return run_dir
+
+
+@contextlib.contextmanager
+def _distributed(dinfo: DistInfo, device: torch.device) -> Iterator[None]:
+    if dinfo.world == 1:
+        yield
+        return
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def fit(config: Config, *, resume: str | Path | None = None) -> Path:
+    """Train as the config says; with `resume` (a run folder) continue from its latest checkpoint."""
+    dinfo = DistInfo.from_env()
+    device = pick_device(config.train.device)
+    if device.type == "cuda" and dinfo.world > 1:
+        device = torch.device("cuda", dinfo.local_rank)
+        torch.cuda.set_device(device)
+    with _distributed(dinfo, device):
+        return _fit(config, resume=resume, dinfo=dinfo, device=device)
+
+
+def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: torch.device) -> Path:
+    ckpt: dict[str, Any] | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    else:
+        run_dir = _new_run_dir(config)
+    is_main = dinfo.rank == 0
+    start_step = int(ckpt["step"]) if ckpt else 0
+    cfg_dump = config.model_dump(mode="json")
+    logger = RunLogger(
+        run_dir,
+        enabled=is_main,
+        config=cfg_dump,
+        tensorboard=config.train.tensorboard,
+        wandb=config.train.wandb,
+        wandb_mode=config.train.wandb_mode,
+        resume_step=start_step if ckpt else None,
+    )
+    if is_main:
+        io.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
+    torch.manual_seed(config.train.seed + dinfo.rank)
+    scale = config.model.scale
+
+    # Data: every training image decoded once; LR made by MATLAB bicubic; patches drawn per index.
+    train_dirs = [resolve_folder(d, config.data_dir) for d in config.data.train]
+    pairs = load_pairs(train_dirs, scale=scale, min_size=config.data.gt_size)
+    for path, reason in pairs.skipped:
+        logger.warning(f"skipped training image {path}: {reason}")
+    dataset = PatchDataset(
+        pairs,
+        scale=scale,
+        gt_size=config.data.gt_size,
+        seed=config.train.seed,
+        flip=config.data.flip,
+        rot90=config.data.rot90,
+    )
+    val_dir = resolve_folder(config.data.val, config.data_dir)
+    val_pairs = load_pairs([val_dir], scale=scale) if is_main else PairSet()
+    if config.data.val_max_images is not None:
+        n = config.data.val_max_images
+        val_pairs = PairSet(val_pairs.gt[:n], val_pairs.lq[:n], val_pairs.names[:n], val_pairs.skipped)
+    logger.info(
+        f"run {run_dir}: {len(pairs.gt)} training images from {len(train_dirs)} folder(s), "
+        f"{len(val_pairs.gt)} validation images from {val_dir}, device {device}, world {dinfo.world}"
+    )
+
+    # Networks, losses, optimisers.
+    net_g: nn.Module = build_generator(config.model.arch, scale=scale, **config.model.args).to(device)
+    if config.model.init_from and ckpt is None:
+        _init_generator(net_g, config.model.init_from, device)
+    net_d: nn.Module | None = None
+    if config.discriminator.arch is not None:
+        if config.discriminator.arch not in DISCRIMINATORS:
+            raise ValueError(
+                f"discriminator.arch {config.discriminator.arch!r} unknown; expected one of {sorted(DISCRIMINATORS)}"
+            )
+        net_d = DISCRIMINATORS[config.discriminator.arch](**config.discriminator.args).to(device)
+    if config.train.channels_last:
+        net_g = net_g.to(memory_format=torch.channels_last)
+        if net_d is not None:
+            net_d = net_d.to(memory_format=torch.channels_last)
+    loss_cfg = config.loss
+    pix_fn = pixel_loss(loss_cfg.pixel)
+    percep = None
+    if loss_cfg.perceptual_weight > 0:
+        percep = PerceptualLoss(
+            arch=loss_cfg.perceptual_arch,
+            layer=loss_cfg.perceptual_layer,
+            criterion=loss_cfg.perceptual_criterion,
+            data_dir=config.data_dir,
+        ).to(device)
+    d_loss_fn, g_loss_fn = ADVERSARIAL[loss_cfg.adversarial]
+    use_adv = net_d is not None and loss_cfg.adversarial_weight > 0
+    o = config.optim
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=o.lr_g, betas=o.betas, weight_decay=o.weight_decay)
+    sched_g = _make_scheduler(opt_g, config)
+    opt_d = sched_d = None
+    if net_d is not None:
+        opt_d = torch.optim.Adam(net_d.parameters(), lr=o.lr_d, betas=o.betas, weight_decay=o.weight_decay)
+        sched_d = _make_scheduler(opt_d, config)
+    ema = None
+    if config.train.ema_decay is not None:
+        ema = AveragedModel(net_g, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay), use_buffers=True)
+    amp = config.train.amp
+    amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    lpips_model = None
+    if is_main and config.train.lpips_net != "none":
+        lpips_model = LPIPS(config.train.lpips_net, data_dir=config.data_dir).to(device)
+
+    best: dict[str, dict[str, float]] = {}
+    evals_without_gain = 0
+    if ckpt is not None:
+        net_g.load_state_dict(ckpt["net_g"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        sched_g.load_state_dict(ckpt["sched_g"])
+        if net_d is not None and opt_d is not None and sched_d is not None:
+            net_d.load_state_dict(ckpt["net_d"])
+            opt_d.load_state_dict(ckpt["opt_d"])
+            sched_d.load_state_dict(ckpt["sched_d"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        scaler.load_state_dict(ckpt["scaler"])
+        best = ckpt.get("best", {})
+        evals_without_gain = int(ckpt.get("evals_without_gain", 0))
+        set_rng_state(ckpt["rng"][dinfo.rank] if dinfo.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        logger.info(f"resumed from {run_dir / 'checkpoints' / 'latest.pt'} at step {start_step}")
+    if dinfo.world > 1:
+        net_g = DistributedDataParallel(net_g)
+        if net_d is not None:
+            net_d = DistributedDataParallel(net_d)
+
+    def gather_rng() -> list[dict[str, Any]]:
+        state = rng_state()
+        if dinfo.world == 1:
+            return [state]
+        out: list[Any] = [None] * dinfo.world
+        dist.all_gather_object(out, state)
+        return out
+
+    def state_dict(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "config": cfg_dump,
+            "net_g": unwrap(net_g).state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "sched_g": sched_g.state_dict(),
+            "net_d": unwrap(net_d).state_dict() if net_d is not None else None,
+            "opt_d": opt_d.state_dict() if opt_d is not None else None,
+            "sched_d": sched_d.state_dict() if sched_d is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "ema_generator": ema.module.state_dict() if ema is not None else None,
+            "scaler": scaler.state_dict(),
+            "best": best,
+            "evals_without_gain": evals_without_gain,
+        }
+
+    def export_generator(path: Path, step: int, extra: dict[str, str]) -> None:
+        model = ema.module if ema is not None else unwrap(net_g)
+        arch_kwargs = {"scale": scale, **config.model.args}
+        meta = {"step": str(step), "run": config.name, **extra}
+        save_weights(model, path, arch=config.model.arch, arch_kwargs=arch_kwargs, meta=meta)
+
+    ckpt_dir = run_dir / "checkpoints"
+    total = config.train.steps
+    loader = _loader(dataset, start_step, total, config, dinfo, device)
+    bar = _progress(total, start_step, is_main)
+    window: dict[str, float] = {}
+    window_n = 0
+    collapse_run = 0
+    t_window = time.perf_counter()
+    t_start = time.perf_counter()
+    step = start_step
+    stop_reason = "finished"
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp != "none")
+    net_g.train()
+    if net_d is not None:
+        net_d.train()
+    try:
+        for lq, gt in loader:
+            lq = lq.to(device, non_blocking=True)
+            gt = gt.to(device, non_blocking=True)
+            if config.train.channels_last:
+                lq, gt = (
+                    lq.contiguous(memory_format=torch.channels_last),
+                    gt.contiguous(memory_format=torch.channels_last),
+                )
+            logs: dict[str, float] = {}
+            train_g = step >= o.d_warmup_steps or net_d is None
+
+            # Generator step. D is a fixed judge here: its weights get no gradients (cheaper, and G's
+            # loss must never move D). The unwrapped D is used so DDP does not wait for D's gradients.
+            if train_g:
+                with autocast:
+                    sr = net_g(lq)
+                    l_pix = loss_cfg.pixel_weight * pix_fn(sr.float(), gt)
+                    loss_g = l_pix
+                    logs["l_pix"] = l_pix.item()
+                    if percep is not None:
+                        l_percep = loss_cfg.perceptual_weight * percep(sr, gt)
+                        loss_g = loss_g + l_percep
+                        logs["l_percep"] = l_percep.item()
+                    if use_adv and net_d is not None:
+                        d_plain = unwrap(net_d)
+                        d_plain.requires_grad_(False)
+                        fake_logits = d_plain(sr).float()
+                        # Only the relativistic loss compares with real images; no graph needed for them.
+                        real_logits = d_plain(gt).float().detach() if loss_cfg.adversarial == "ragan" else fake_logits
+                        l_adv = loss_cfg.adversarial_weight * g_loss_fn(real_logits, fake_logits)
+                        loss_g = loss_g + l_adv
+                        logs["l_adv"] = l_adv.item()
+                        d_plain.requires_grad_(True)
+                logs["loss_g"] = loss_g.item()
+                _optimizer_step(loss_g, opt_g, net_g, scaler, o.grad_clip)
+                if ema is not None:
+                    ema.update_parameters(unwrap(net_g))
+            else:
+                with torch.no_grad(), autocast:
+                    sr = net_g(lq)
+
+            # Discriminator step on the same batch. sr.detach(): D's loss must not reach G.
+            if net_d is not None and opt_d is not None:
+                with autocast:
+                    real_logits = net_d(gt).float()
+                    fake_logits = net_d(sr.detach()).float()
+                    loss_d = d_loss_fn(real_logits, fake_logits)
+                _optimizer_step(loss_d, opt_d, net_d, scaler, o.grad_clip)
+                d_fake = torch.sigmoid(fake_logits).mean().item()
+                logs.update(loss_d=loss_d.item(), d_real=torch.sigmoid(real_logits).mean().item(), d_fake=d_fake)
+                collapse_run = collapse_run + 1 if d_fake < config.train.d_collapse_threshold else 0
+                if collapse_run == config.train.d_collapse_steps:
+                    logger.warning(
+                        f"step {step + 1}: the discriminator is winning outright: mean D(G(z)) < "
+                        f"{config.train.d_collapse_threshold} for {collapse_run} steps. The generator gets "
+                        "little adversarial signal; consider a lower optim.lr_d, a higher "
+                        "loss.adversarial_weight, or loss.adversarial=ragan."
+                    )
+            scaler.update()
+            sched_g.step()
+            if sched_d is not None:
+                sched_d.step()
+            step += 1
+
+            for k, v in logs.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
+            if step % config.train.log_every == 0 or step == total:
+                elapsed = time.perf_counter() - t_window
+                row = {k: v / window_n for k, v in window.items()}
+                row["lr_g"] = opt_g.param_groups[0]["lr"]
+                if opt_d is not None:
+                    row["lr_d"] = opt_d.param_groups[0]["lr"]
+                row["sec_per_step"] = elapsed / window_n
+                row["img_per_s"] = window_n * config.data.batch_size * dinfo.world / elapsed
+                if not all(math.isfinite(v) for v in row.values()):
+                    raise FloatingPointError(f"step {step}: a loss became NaN/inf: {row}")
+                logger.train_row(step, row)
+                bar.set_postfix(
+                    {
+                        k: f"{row[k]:.4g}"
+                        for k in ("loss_g", "loss_d", "d_real", "d_fake", "lr_g", "img_per_s")
+                        if k in row
+                    },
+                    refresh=False,
+                )
+                window, window_n, t_window = {}, 0, time.perf_counter()
+            bar.update(1)
+
+            is_val = step % config.train.val_every == 0 or step == total
+            if is_val and is_main:
+                evals_without_gain = _validate_and_keep_best(
+                    step,
+                    net_g,
+                    ema,
+                    val_pairs,
+                    config,
+                    device,
+                    lpips_model,
+                    logger,
+                    best,
+                    evals_without_gain,
+                    export_generator,
+                    run_dir,
+                )
+            if step % config.train.save_every == 0 and is_main:
+                export_generator(ckpt_dir / f"generator_step{step:07d}.safetensors", step, {"kind": "milestone"})
+            stop_now = config.train.early_stop_metric is not None and evals_without_gain >= config.train.patience
+            if dinfo.world > 1:
+                flag = torch.tensor([int(stop_now)], device=device)
+                dist.broadcast(flag, src=0)
+                stop_now = bool(flag.item())
+            if is_val or step % config.train.save_every == 0 or step == total or stop_now:
+                rngs = gather_rng()
+                if is_main:
+                    save_checkpoint(ckpt_dir / "latest.pt", {**state_dict(step), "rng": rngs})
+            if stop_now:
+                stop_reason = (
+                    f"early stop: no {config.train.early_stop_metric} gain in {config.train.patience} validations"
+                )
+                logger.info(f"step {step}: {stop_reason}")
+                break
+    finally:
+        bar.close()
+        wall = time.perf_counter() - t_start
+        if is_main:
+            logger.write_json(
+                "summary.json",
+                {
+                    "run": config.name,
+                    "step": step,
+                    "steps_this_session": step - start_step,
+                    "wall_seconds_this_session": wall,
+                    "stop_reason": stop_reason,
+                    "device": str(device),
+                    "world_size": dinfo.world,
+                    "best": best,
+                    "memory": memory_report(device),
+                },
+            )
+        logger.close()
+    return run_dir
+
+
+def _validate_and_keep_best(
+    step: int,
+    net_g: nn.Module,
+    ema: AveragedModel | None,
+    val_pairs: PairSet,
+    config: Config,
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    logger: RunLogger,
+    best: dict[str, dict[str, float]],
+    evals_without_gain: int,
+    export_generator: Any,
+    run_dir: Path,
+) -> int:
+    """Score the (EMA) generator; write per-image CSV/JSON, the grid, best_* weights. Returns the patience count."""
+    from srkit.evaluate import write_rows_csv
+
+    model = ema.module if ema is not None else unwrap(net_g)
+    set_name = Path(config.data.val).name
+    result = validate(
+        model, val_pairs, scale=config.model.scale, device=device, lpips_model=lpips_model, set_name=set_name
+    )
+    s = result.summary
+    logger.val_row(step, {k: v for k, v in s.items() if k != "images"})
+    val_dir = run_dir / "val"
+    write_rows_csv(val_dir / f"step{step:07d}.csv", result.rows)
+    logger.write_json(f"val/step{step:07d}.json", {"step": step, "set": set_name, **s})
+    io.write_image(run_dir / "samples" / f"step{step:07d}.png", result.grid)
+    logger.image(step, "val/samples", result.grid)
+    parts = [f"{m} {s[f'{m}_mean']:.4f}" for m in ("psnr", "ssim", "lpips") if s.get(f"{m}_mean") is not None]
+    logger.info(f"step {step} val {set_name}: " + ", ".join(parts))
+    gained = False
+    for metric, better in METRIC_BETTER.items():
+        value = s.get(f"{metric}_mean")
+        if value is None:
+            continue
+        old = best.get(metric)
+        if old is None or better(float(value), old["value"]) != old["value"]:
+            best[metric] = {"value": float(value), "step": step}
+            export_generator(
+                run_dir / "checkpoints" / f"best_{metric}.safetensors",
+                step,
+                {"kind": f"best_{metric}", metric: f"{value:.6f}", "val_set": set_name},
+            )
+            if metric == config.train.early_stop_metric:
+                gained = True
+    logger.write_json("best.json", best)
+    return 0 if gained or config.train.early_stop_metric is None else evals_without_gain + 1

@@ -1,0 +1,80 @@
+"""Validation during training: per-image PSNR/SSIM/LPIPS on a held set, and a sample grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.utils import make_grid
+
+from srkit.data.datasets import PairSet
+from srkit.data.degradations import imresize
+from srkit.evaluate import ImageScore, score_pair, summarize
+from srkit.metrics import LPIPS
+
+
+@dataclass
+class ValResult:
+    rows: list[ImageScore]
+    summary: dict[str, float | int | None]
+    grid: torch.Tensor  # (3, H, W) in [0, 1]: LR | bicubic | SR | HR for a few images
+
+
+def _centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[..., top : top + size, left : left + size]
+
+
+@torch.no_grad()
+def validate(
+    net_g: nn.Module,
+    pairs: PairSet,
+    *,
+    scale: int,
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    set_name: str,
+    grid_images: int = 3,
+    grid_crop: int = 128,
+) -> ValResult:
+    """Super-resolve every validation image whole, score it under the protocol, build a sample grid."""
+    was_training = net_g.training
+    net_g.eval()
+    rows: list[ImageScore] = []
+    panels: list[torch.Tensor] = []
+    try:
+        for i, (gt_u8, lq_u8) in enumerate(zip(pairs.gt, pairs.lq, strict=True)):
+            gt = gt_u8.to(torch.float64) / 255
+            lq = lq_u8.float().div(255)[None].to(device)
+            sr = net_g(lq).clamp(0, 1)[0].to("cpu", torch.float64)
+            rows.append(
+                score_pair(sr, gt, set_name=set_name, image=pairs.names[i], crop=scale, lpips_model=lpips_model)
+            )
+            if i < grid_images:
+                up = F.interpolate(lq.cpu().double(), scale_factor=scale, mode="nearest")[0]
+                bic = imresize(lq_u8.to(torch.float64) / 255, float(scale)).clamp(0, 1)
+                for panel in (up, bic, sr, gt):
+                    panels.append(_centre_crop(panel, grid_crop).float())
+    finally:
+        net_g.train(was_training)
+    size = min(min(p.shape[-2:]) for p in panels) if panels else 1
+    panels = [p[..., :size, :size] for p in panels]
+    grid = make_grid(panels, nrow=4, padding=2, pad_value=1.0) if panels else torch.zeros(3, 1, 1)
+    return ValResult(rows=rows, summary=summarize(rows)[set_name], grid=grid)
+
+
+def resolve_folder(name: str, data_dir: str | Path | None) -> Path:
+    """A data folder given relative to the data root (e.g. train/T91) or as a path of its own."""
+    from srkit.paths import MissingDataError, data_root
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    candidate = data_root(data_dir) / name
+    if not candidate.is_dir():
+        raise MissingDataError(f"data folder {name!r} not found: expected {path} or {candidate}")
+    return candidate

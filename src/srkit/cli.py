@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = [e[2:] for e in overrides]
     try:
         status: int = args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         # User errors (a missing file, a bad option value): one clear line, no traceback.
         print(f"srkit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -5,11 +5,27 @@ Every section forbids unknown keys, so a typo is an error that names the key and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads exponent floats without a dot (1e-4), as people write learning rates."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class _Section(BaseModel):
@@ -37,7 +53,7 @@ class DataConfig(_Section):
 
     train: list[str] = Field(default_factory=lambda: ["train/T91", "train/BSD200", "train/General100"])
     val: str = "benchmarks/Set5"
-    val_max_images: int | None = None  # validate on the first N images only (quick runs)
+    val_max_images: int | None = Field(default=None, ge=1)  # validate on the first N images only (quick runs)
     gt_size: int = 96  # HR crop; the LR crop is gt_size / scale
     batch_size: int = 16
     workers: int = 0
@@ -122,6 +138,16 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.train.early_stop_metric == "lpips" and self.train.lpips_net == "none":
+            raise ValueError("train.early_stop_metric=lpips needs train.lpips_net alex or vgg")
+        if self.loss.adversarial_weight > 0 and self.discriminator.arch is None:
+            raise ValueError("loss.adversarial_weight > 0 needs a discriminator (discriminator.arch: srgan)")
+        if self.data.gt_size % self.model.scale:
+            raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of model.scale {self.model.scale}")
+        return self
+
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
     """The field names at a location inside the config (for 'unknown key' messages)."""
@@ -161,7 +187,7 @@ def apply_override(data: dict[str, Any], dotted: str) -> None:
         if not isinstance(child, dict):
             raise ValueError(f"override {dotted!r}: '{part}' is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    node[parts[-1]] = _yaml(raw) if raw.strip() else ""
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -174,7 +200,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = _yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ValueError(f"config {path} is not valid YAML: {err}") from err
         if loaded is not None and not isinstance(loaded, dict):

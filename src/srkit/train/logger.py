@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import resource
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,14 @@ class RunLogger:
         handler = logging.FileHandler(run_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.addHandler(handler)
-        if resume_step is not None:
-            _truncate_csv(run_dir / "history.csv", TRAIN_FIELDS, resume_step)
-            _truncate_csv(run_dir / "val_history.csv", VAL_FIELDS, resume_step)
         for name, fields in (("history.csv", TRAIN_FIELDS), ("val_history.csv", VAL_FIELDS)):
-            if not (run_dir / name).exists():
+            if resume_step is not None:
+                _truncate_csv(run_dir / name, fields, resume_step)
+            if resume_step is None or not (run_dir / name).exists():
+                # A fresh run starts clean, also over the logs of a run that died before its first checkpoint.
                 _write_csv(run_dir / name, fields, [])
+        if resume_step is None and (run_dir / "tensorboard").is_dir():
+            shutil.rmtree(run_dir / "tensorboard")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -102,7 +105,8 @@ class RunLogger:
                 raise ValueError(
                     "train.wandb is true but Weights & Biases is not installed: pip install 'srkit[wandb]'"
                 ) from err
-            self._wandb = wandb_lib.init(
+            init: Any = wandb_lib.init  # its `mode` is a Literal; ours is validated by the config
+            self._wandb = init(
                 project="srkit", name=run_dir.name, dir=str(run_dir), mode=wandb_mode, config=config, resume="allow"
             )
 

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from srkit import io
@@ -61,13 +62,33 @@ def unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, DistributedDataParallel) else net
 
 
-def _make_scheduler(opt: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.LRScheduler:
+def ema_avg_fn(decay: float) -> Any:
+    """EMA update with warm-up: the decay ramps (1 + n) / (10 + n) up to `decay`, so early averages are not
+    dominated by the random initial weights (with a fixed 0.999 they are for the first thousands of steps)."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        return averaged * d + current * (1 - d)
+
+    return avg
+
+
+def lr_factor(step: int, config: Config, base_lr: float) -> float:
+    """The LR multiplier at `step`, in closed form from the config (so extending a run re-plans it)."""
     o = config.optim
     if o.scheduler == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=o.milestones, gamma=o.gamma)
+        return float(o.gamma ** sum(step >= m for m in o.milestones))
     if o.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.train.steps, eta_min=o.min_lr)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
+        floor = min(o.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
+        progress = min(step / config.train.steps, 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, config: Config, base_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+    # A LambdaLR of a pure function: only the step count lives in the checkpoint, never the plan.
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, config, base_lr))
 
 
 def _init_generator(net_g: nn.Module, source: str, device: torch.device) -> None:
@@ -151,6 +172,7 @@ def fit(config: Config, *, resume: str | Path | None = None) -> Path:
 
 
 def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: torch.device) -> Path:
+    # Everything that can fail on bad input is checked before the run folder is touched.
     ckpt: dict[str, Any] | None = None
     if resume is not None:
         run_dir = Path(resume)
@@ -160,25 +182,20 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     is_main = dinfo.rank == 0
     start_step = int(ckpt["step"]) if ckpt else 0
     cfg_dump = config.model_dump(mode="json")
-    logger = RunLogger(
-        run_dir,
-        enabled=is_main,
-        config=cfg_dump,
-        tensorboard=config.train.tensorboard,
-        wandb=config.train.wandb,
-        wandb_mode=config.train.wandb_mode,
-        resume_step=start_step if ckpt else None,
-    )
-    if is_main:
-        io.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
+    amp = config.train.amp
+    amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+    if config.discriminator.arch is not None and config.discriminator.arch not in DISCRIMINATORS:
+        raise ValueError(
+            f"discriminator.arch {config.discriminator.arch!r} unknown; expected one of {sorted(DISCRIMINATORS)}"
+        )
     torch.manual_seed(config.train.seed + dinfo.rank)
     scale = config.model.scale
 
     # Data: every training image decoded once; LR made by MATLAB bicubic; patches drawn per index.
     train_dirs = [resolve_folder(d, config.data_dir) for d in config.data.train]
     pairs = load_pairs(train_dirs, scale=scale, min_size=config.data.gt_size)
-    for path, reason in pairs.skipped:
-        logger.warning(f"skipped training image {path}: {reason}")
     dataset = PatchDataset(
         pairs,
         scale=scale,
@@ -188,14 +205,14 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
         rot90=config.data.rot90,
     )
     val_dir = resolve_folder(config.data.val, config.data_dir)
-    val_pairs = load_pairs([val_dir], scale=scale) if is_main else PairSet()
-    if config.data.val_max_images is not None:
+    val_pairs = PairSet()
+    if is_main:
+        val_pairs = load_pairs([val_dir], scale=scale)
         n = config.data.val_max_images
-        val_pairs = PairSet(val_pairs.gt[:n], val_pairs.lq[:n], val_pairs.names[:n], val_pairs.skipped)
-    logger.info(
-        f"run {run_dir}: {len(pairs.gt)} training images from {len(train_dirs)} folder(s), "
-        f"{len(val_pairs.gt)} validation images from {val_dir}, device {device}, world {dinfo.world}"
-    )
+        if n is not None:
+            val_pairs = PairSet(val_pairs.gt[:n], val_pairs.lq[:n], val_pairs.names[:n], val_pairs.skipped)
+        if not val_pairs.gt:
+            raise ValueError(f"no usable validation images in {val_dir} (data.val): need at least one readable image")
 
     # Networks, losses, optimisers.
     net_g: nn.Module = build_generator(config.model.arch, scale=scale, **config.model.args).to(device)
@@ -203,10 +220,6 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
         _init_generator(net_g, config.model.init_from, device)
     net_d: nn.Module | None = None
     if config.discriminator.arch is not None:
-        if config.discriminator.arch not in DISCRIMINATORS:
-            raise ValueError(
-                f"discriminator.arch {config.discriminator.arch!r} unknown; expected one of {sorted(DISCRIMINATORS)}"
-            )
         net_d = DISCRIMINATORS[config.discriminator.arch](**config.discriminator.args).to(device)
     if config.train.channels_last:
         net_g = net_g.to(memory_format=torch.channels_last)
@@ -226,22 +239,36 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     use_adv = net_d is not None and loss_cfg.adversarial_weight > 0
     o = config.optim
     opt_g = torch.optim.Adam(net_g.parameters(), lr=o.lr_g, betas=o.betas, weight_decay=o.weight_decay)
-    sched_g = _make_scheduler(opt_g, config)
+    sched_g = _make_scheduler(opt_g, config, o.lr_g)
     opt_d = sched_d = None
     if net_d is not None:
         opt_d = torch.optim.Adam(net_d.parameters(), lr=o.lr_d, betas=o.betas, weight_decay=o.weight_decay)
-        sched_d = _make_scheduler(opt_d, config)
+        sched_d = _make_scheduler(opt_d, config, o.lr_d)
     ema = None
     if config.train.ema_decay is not None:
-        ema = AveragedModel(net_g, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay), use_buffers=True)
-    amp = config.train.amp
-    amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+        ema = AveragedModel(net_g, avg_fn=ema_avg_fn(config.train.ema_decay), use_buffers=True)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     lpips_model = None
     if is_main and config.train.lpips_net != "none":
         lpips_model = LPIPS(config.train.lpips_net, data_dir=config.data_dir).to(device)
+
+    logger = RunLogger(
+        run_dir,
+        enabled=is_main,
+        config=cfg_dump,
+        tensorboard=config.train.tensorboard,
+        wandb=config.train.wandb,
+        wandb_mode=config.train.wandb_mode,
+        resume_step=start_step if ckpt else None,
+    )
+    if is_main:
+        io.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
+    for path, reason in pairs.skipped:
+        logger.warning(f"skipped training image {path}: {reason}")
+    logger.info(
+        f"run {run_dir}: {len(pairs.gt)} training images from {len(train_dirs)} folder(s), "
+        f"{len(val_pairs.gt)} validation images from {val_dir}, device {device}, world {dinfo.world}"
+    )
 
     best: dict[str, dict[str, float]] = {}
     evals_without_gain = 0
@@ -256,6 +283,10 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
         scaler.load_state_dict(ckpt["scaler"])
+        # The optimisers' saved LRs follow the old plan; set this step's LR from the config (re-planned).
+        for opt, base in ((opt_g, o.lr_g), (opt_d, o.lr_d)):
+            for group in opt.param_groups if opt is not None else []:
+                group["lr"] = base * lr_factor(start_step, config, base)
         best = ckpt.get("best", {})
         evals_without_gain = int(ckpt.get("evals_without_gain", 0))
         set_rng_state(ckpt["rng"][dinfo.rank] if dinfo.rank < len(ckpt["rng"]) else ckpt["rng"][0])
@@ -300,8 +331,11 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     total = config.train.steps
     loader = _loader(dataset, start_step, total, config, dinfo, device)
     bar = _progress(total, start_step, is_main)
-    window: dict[str, float] = {}
-    window_n = 0
+    # A partly filled log window is part of the state, so rows after a resume equal an uninterrupted run's.
+    saved_window = ckpt.get("log_window", {}) if ckpt else {}
+    window: dict[str, float] = dict(saved_window.get("sums", {}))
+    counts: dict[str, int] = dict(saved_window.get("counts", {}))
+    window_n = int(saved_window.get("n", 0))
     collapse_run = 0
     t_window = time.perf_counter()
     t_start = time.perf_counter()
@@ -350,8 +384,11 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
                 if ema is not None:
                     ema.update_parameters(unwrap(net_g))
             else:
+                # D warm-up: G is only a source of fakes. Eval mode so its BatchNorm statistics stay put.
+                unwrap(net_g).eval()
                 with torch.no_grad(), autocast:
                     sr = net_g(lq)
+                unwrap(net_g).train()
 
             # Discriminator step on the same batch. sr.detach(): D's loss must not reach G.
             if net_d is not None and opt_d is not None:
@@ -371,20 +408,26 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
                         "loss.adversarial_weight, or loss.adversarial=ragan."
                     )
             scaler.update()
-            sched_g.step()
+            # The LRs this step trained with (logged before the schedule moves on).
+            logs["lr_g"] = opt_g.param_groups[0]["lr"]
+            if opt_d is not None:
+                logs["lr_d"] = opt_d.param_groups[0]["lr"]
+            with warnings.catch_warnings():
+                # During D warm-up G's schedule advances without an optimizer step, on purpose.
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning)
+                sched_g.step()
             if sched_d is not None:
                 sched_d.step()
             step += 1
 
             for k, v in logs.items():
                 window[k] = window.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             window_n += 1
             if step % config.train.log_every == 0 or step == total:
                 elapsed = time.perf_counter() - t_window
-                row = {k: v / window_n for k, v in window.items()}
-                row["lr_g"] = opt_g.param_groups[0]["lr"]
-                if opt_d is not None:
-                    row["lr_d"] = opt_d.param_groups[0]["lr"]
+                # Each value is averaged over the steps that produced it (G losses skip D warm-up steps).
+                row = {k: v / counts[k] for k, v in window.items()}
                 row["sec_per_step"] = elapsed / window_n
                 row["img_per_s"] = window_n * config.data.batch_size * dinfo.world / elapsed
                 if not all(math.isfinite(v) for v in row.values()):
@@ -398,7 +441,7 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
                     },
                     refresh=False,
                 )
-                window, window_n, t_window = {}, 0, time.perf_counter()
+                window, counts, window_n, t_window = {}, {}, 0, time.perf_counter()
             bar.update(1)
 
             is_val = step % config.train.val_every == 0 or step == total
@@ -427,13 +470,18 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
             if is_val or step % config.train.save_every == 0 or step == total or stop_now:
                 rngs = gather_rng()
                 if is_main:
-                    save_checkpoint(ckpt_dir / "latest.pt", {**state_dict(step), "rng": rngs})
+                    log_window = {"sums": window, "counts": counts, "n": window_n}
+                    save_checkpoint(ckpt_dir / "latest.pt", {**state_dict(step), "rng": rngs, "log_window": log_window})
             if stop_now:
                 stop_reason = (
                     f"early stop: no {config.train.early_stop_metric} gain in {config.train.patience} validations"
                 )
                 logger.info(f"step {step}: {stop_reason}")
                 break
+    except BaseException as err:
+        stop_reason = f"error: {type(err).__name__}: {err}"
+        logger.warning(f"step {step}: training stopped by {stop_reason}")
+        raise
     finally:
         bar.close()
         wall = time.perf_counter() - t_start

@@ -7,9 +7,13 @@ coordination, and DDP ranks take disjoint index ranges.
 
 from __future__ import annotations
 
+import hashlib
+import io as stdio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -17,36 +21,104 @@ from srkit import io
 from srkit.data.degradations import bicubic_degrade, modcrop
 from srkit.metrics import quantize
 
+Image = torch.Tensor | np.ndarray  # (3, H, W) uint8: in memory, or a read-only memory map of an on-disk cache
+Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+
 
 @dataclass
 class PairSet:
-    """HR images and their bicubic LR, as uint8 tensors, plus the files that were skipped and why."""
+    """HR images and their LR, as uint8 (3, H, W) arrays, plus the files that were skipped and why."""
 
-    gt: list[torch.Tensor] = field(default_factory=list)  # (3, H, W) uint8
-    lq: list[torch.Tensor] = field(default_factory=list)  # (3, H/s, W/s) uint8
+    gt: list[Image] = field(default_factory=list)
+    lq: list[Image] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def load_pairs(folders: list[Path], *, scale: int, min_size: int = 0) -> PairSet:
-    """Decode every HR image once, make its LR with MATLAB bicubic; skip unreadable or too-small files."""
+def _to_uint8(img: torch.Tensor) -> torch.Tensor:
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _cache_paths(cache_dir: Path, path: Path, scale: int, recipe: str) -> tuple[Path, Path]:
+    """Cache files for one image: keyed by its path, size, mtime and the LR recipe, so edits invalidate them."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|x{scale}|{recipe}".encode()).hexdigest()
+    return cache_dir / f"{key}.gt.npy", cache_dir / f"{key}.lq.npy"
+
+
+def _save_npy(path: Path, arr: torch.Tensor) -> None:
+    buf = stdio.BytesIO()
+    np.save(buf, arr.numpy())
+    io.atomic_write(path, buf.getvalue())
+
+
+def load_pairs(
+    folders: list[Path],
+    *,
+    scale: int,
+    min_size: int = 0,
+    degrade: Degrade | None = None,
+    preprocess: Preprocess | None = None,
+    recipe: str = "bicubic",
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> PairSet:
+    """Decode every HR image once and make its LR; skip unreadable or too-small files with the reason.
+
+    Default LR: MATLAB bicubic / scale, 8-bit. `degrade(gt, generator)` replaces it (the generator is
+    seeded per image, so random degradations are fixed per image and reproducible); `preprocess` runs
+    on the HR first (face crop, resize to a fixed size). With `cache_dir`, decoded pairs are stored as
+    .npy files and memory-mapped: a second run skips decoding, and sets larger than memory stay on disk
+    (`recipe` names the degradation so a different one gets different cache files).
+    """
     pairs = PairSet()
-    for path in io.list_images(folders):
+    for index, path in enumerate(io.list_images(folders)):
         try:
-            rgb = io.read_rgb(path)
+            cached = _cache_paths(cache_dir, path, scale, recipe) if cache_dir is not None else None
+            if cached is not None and cached[0].exists() and cached[1].exists():
+                gt_arr: Image = np.load(cached[0], mmap_mode="r")
+                lq_arr: Image = np.load(cached[1], mmap_mode="r")
+            else:
+                rgb = quantize(io.read_rgb(path).to(torch.float64))
+                if preprocess is not None:
+                    rgb = quantize(preprocess(rgb).clamp(0, 1))
+                h, w = rgb.shape[-2:]
+                if min(h, w) < max(min_size, scale):
+                    raise ValueError(f"{w}x{h} is smaller than the {min_size}px crop")
+                gt = modcrop(rgb, scale)
+                if degrade is None:
+                    lq = bicubic_degrade(gt, scale)
+                else:
+                    lq = degrade(gt, torch.Generator().manual_seed(sample_seed(seed, index)))
+                gt_arr, lq_arr = _to_uint8(gt), _to_uint8(lq)
+                if cached is not None:
+                    _save_npy(cached[0], gt_arr)
+                    _save_npy(cached[1], lq_arr)
+                    gt_arr, lq_arr = np.load(cached[0], mmap_mode="r"), np.load(cached[1], mmap_mode="r")
+            h, w = gt_arr.shape[-2:]
+            if min(h, w) < max(min_size, scale):
+                raise ValueError(f"{w}x{h} is smaller than the {min_size}px crop")
+            if tuple(lq_arr.shape[-2:]) != (h // scale, w // scale):
+                raise ValueError(f"LR {tuple(lq_arr.shape[-2:])} is not HR {(h, w)} / {scale}")
         except (OSError, ValueError) as err:
             pairs.skipped.append((path, str(err)))
             continue
-        h, w = rgb.shape[-2:]
-        if min(h, w) < max(min_size, scale):
-            pairs.skipped.append((path, f"{w}x{h} is smaller than the {min_size}px crop"))
-            continue
-        gt = modcrop(quantize(rgb.to(torch.float64)), scale)
-        lq = bicubic_degrade(gt, scale)
-        pairs.gt.append((gt * 255).round().to(torch.uint8))
-        pairs.lq.append((lq * 255).round().to(torch.uint8))
+        pairs.gt.append(gt_arr)
+        pairs.lq.append(lq_arr)
         pairs.names.append(path.name)
     return pairs
+
+
+def as_tensor(img: Image) -> torch.Tensor:
+    """A cached image as a uint8 tensor (copies a memory map into memory)."""
+    return img if isinstance(img, torch.Tensor) else torch.from_numpy(np.array(img))
+
+
+def _crop(img: Image, top: int, left: int, size: int) -> torch.Tensor:
+    """A (3, size, size) uint8 tensor; from a memory map only the crop's rows are read."""
+    part = img[:, top : top + size, left : left + size]
+    return part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -81,8 +153,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         top = int(torch.randint(h - lq_size + 1, (1,), generator=g))
         left = int(torch.randint(w - lq_size + 1, (1,), generator=g))
         s = self.scale
-        lq = lq_full[:, top : top + lq_size, left : left + lq_size]
-        gt = gt_full[:, top * s : (top + lq_size) * s, left * s : (left + lq_size) * s]
+        lq = _crop(lq_full, top, left, lq_size)
+        gt = _crop(gt_full, top * s, left * s, lq_size * s)
         flips = torch.randint(2, (3,), generator=g).tolist()
         if self.flip and flips[0]:
             lq, gt = lq.flip(-1), gt.flip(-1)

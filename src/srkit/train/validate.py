@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
-from srkit.data.datasets import PairSet
+from srkit.data.datasets import PairSet, as_tensor
 from srkit.data.degradations import imresize
 from srkit.evaluate import ImageScore, score_pair, summarize
 from srkit.metrics import LPIPS
@@ -47,7 +47,8 @@ def validate(
     rows: list[ImageScore] = []
     panels: list[torch.Tensor] = []
     try:
-        for i, (gt_u8, lq_u8) in enumerate(zip(pairs.gt, pairs.lq, strict=True)):
+        for i, (gt_img, lq_img) in enumerate(zip(pairs.gt, pairs.lq, strict=True)):
+            gt_u8, lq_u8 = as_tensor(gt_img), as_tensor(lq_img)
             gt = gt_u8.to(torch.float64) / 255
             lq = lq_u8.float().div(255)[None].to(device)
             sr = net_g(lq).clamp(0, 1)[0].to("cpu", torch.float64)

@@ -1,0 +1,135 @@
+"""Data sources, splits, the pair preparation step and the on-disk decoded cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srkit import io
+from srkit.data.datasets import PatchDataset, load_pairs
+from srkit.data.degradations import bicubic_degrade, modcrop
+from srkit.data.prepare import prepare_pairs
+from srkit.data.sources import official_partition, paired_folders, read_file_list, split
+
+
+def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(max(1, h // 4), max(1, w // 4), 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+@pytest.fixture()
+def hr_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "hr"
+    _png(folder / "a.png", 50, 42, 1)
+    _png(folder / "sub" / "b.png", 64, 64, 2)
+    _png(folder / "c.png", 20, 20, 3)  # smaller than a 32px crop
+    (folder / "bad.png").write_bytes(b"not an image")
+    return folder
+
+
+def test_split_is_reproducible_and_complete() -> None:
+    items = list(range(103))
+    a, b = split(items, seed=7), split(items, seed=7)
+    assert a == b
+    assert split(items, seed=8) != a
+    assert sorted(a["train"] + a["val"] + a["test"]) == items  # nothing lost, nothing twice
+    assert (len(a["val"]), len(a["test"])) == (15, 5)  # the face report's 80/15/5
+    with pytest.raises(ValueError, match="sum"):
+        split(items, (0.5, 0.2, 0.2))
+
+
+def test_file_list(tmp_path: Path, hr_folder: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("# training images\nhr/a.png\n\nhr/sub/b.png  # the big one\n")
+    assert read_file_list(listing) == [tmp_path / "hr/a.png", tmp_path / "hr/sub/b.png"]
+    listing.write_text("hr/missing.png\n")
+    with pytest.raises(FileNotFoundError, match=r"list.txt:1.*missing.png"):
+        read_file_list(listing)
+
+
+def test_paired_folders(tmp_path: Path) -> None:
+    root = tmp_path / "pairs"
+    for name in ("00000", "00001"):
+        _png(root / "HQ" / f"{name}.png", 16, 16)
+        _png(root / "LQ" / f"{name}.png", 4, 4)
+    pairs = paired_folders(root)
+    assert [(h.name, lq.name) for h, lq in pairs] == [("00000.png", "00000.png"), ("00001.png", "00001.png")]
+    _png(root / "HQ" / "00002.png", 16, 16)
+    with pytest.raises(ValueError, match="00002"):
+        paired_folders(root)
+    with pytest.raises(FileNotFoundError, match="HQ"):
+        paired_folders(tmp_path / "nothing")
+
+
+def test_official_partition(tmp_path: Path) -> None:
+    part = tmp_path / "list_eval_partition.txt"
+    part.write_text("000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n000004.jpg 2\n")
+    out = official_partition(part, tmp_path / "img")
+    assert [p.name for p in out["train"]] == ["000001.jpg", "000002.jpg"]
+    assert [p.name for p in out["val"]] == ["000003.jpg"] and [p.name for p in out["test"]] == ["000004.jpg"]
+    part.write_text("000001.jpg 7\n")
+    with pytest.raises(ValueError, match=r":1: expected"):
+        official_partition(part, tmp_path)
+
+
+def test_prepare_pairs(tmp_path: Path, hr_folder: Path) -> None:
+    out = tmp_path / "prepared"
+    images = io.list_images([hr_folder])
+    report = prepare_pairs(images, out, scale=4)
+    assert [p.name for p, _, _ in report.written] == ["a.png", "c.png", "b.png"]
+    assert [p.name for p, _ in report.skipped] == ["bad.png"]
+    assert sorted(p.name for p in (out / "HQ").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    hq, lq = io.read_rgb(out / "HQ" / "00000.png"), io.read_rgb(out / "LQ" / "00000.png")
+    assert hq.shape == (3, 40, 48) and lq.shape == (3, 10, 12)  # modcropped 42x50 -> 40x48
+    src = modcrop(io.read_rgb(hr_folder / "a.png").double(), 4)
+    assert torch.allclose(lq.double(), bicubic_degrade(src, 4), atol=1e-6)
+    assert "a.png" in (out / "pairs.csv").read_text()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        prepare_pairs(images, out, scale=4)
+    assert prepare_pairs(images, out, scale=4, overwrite=True).written
+    with pytest.raises(ValueError, match="holds input images"):
+        prepare_pairs(images, hr_folder / "sub", scale=4, overwrite=True)
+
+
+def test_prepare_is_reproducible_with_random_degradation(tmp_path: Path, hr_folder: Path) -> None:
+    def noisy(gt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        lq = bicubic_degrade(gt, 4)
+        return (lq + 0.05 * torch.randn(lq.shape, generator=g, dtype=lq.dtype)).clamp(0, 1)
+
+    images = io.list_images([hr_folder / "sub"])
+    prepare_pairs(images, tmp_path / "one", degrade=noisy, seed=3)
+    prepare_pairs(images, tmp_path / "two", degrade=noisy, seed=3)
+    prepare_pairs(images, tmp_path / "three", degrade=noisy, seed=4)
+    one, two, three = (io.read_rgb(tmp_path / d / "LQ" / "00000.png") for d in ("one", "two", "three"))
+    assert torch.equal(one, two) and not torch.equal(one, three)
+
+
+def test_disk_cache_matches_memory_and_skips_decoding(
+    tmp_path: Path, hr_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = load_pairs([hr_folder], scale=4, min_size=32)
+    cache = tmp_path / "cache"
+    cold = load_pairs([hr_folder], scale=4, min_size=32, cache_dir=cache)
+    assert cold.names == memory.names == ["a.png", "b.png"]
+    assert {p.name for p, _ in cold.skipped} == {"bad.png", "c.png"}
+    assert len(list(cache.glob("*.npy"))) == 4  # HR + LR of the two usable images
+
+    def no_decoding(path: object) -> None:
+        raise AssertionError("a warm cache must not decode images")
+
+    monkeypatch.setattr(io, "read_rgb", no_decoding)
+    warm = load_pairs([hr_folder / "a.png", hr_folder / "sub"], scale=4, min_size=32, cache_dir=cache)
+    assert isinstance(warm.gt[0], np.memmap)
+    for g_mem, g_disk in zip(memory.gt, warm.gt, strict=True):
+        assert torch.equal(torch.as_tensor(g_mem), torch.from_numpy(np.array(g_disk)))
+    a = PatchDataset(memory, scale=4, gt_size=32, seed=1)
+    b = PatchDataset(warm, scale=4, gt_size=32, seed=1)
+    for k in range(5):
+        assert all(torch.equal(x, y) for x, y in zip(a[k], b[k], strict=True))

@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader
 
 from srkit.archs import SRGANDiscriminator, SRResNet
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
+from srkit.data.pipeline import resolve_folder
 from srkit.device import pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss
-from srkit.train.validate import resolve_folder
 
 
 def _sync(device: torch.device) -> None:

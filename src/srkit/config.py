@@ -49,10 +49,23 @@ class DiscriminatorConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Training and validation images: folders relative to the data folder, or absolute paths."""
+    """Training and validation images: folders relative to the data folder, or absolute paths.
+
+    `train` entries are folders of HR images (recursive), `HQ/` + `LQ/` pair folders (used as they are),
+    or .txt file lists. `val` is a folder, or "split" for the validation part of `split`/`partition_file`.
+    """
 
     train: list[str] = Field(default_factory=lambda: ["train/T91", "train/BSD200", "train/General100"])
     val: str = "benchmarks/Set5"
+    split: tuple[float, float, float] | None = None  # train/val/test ratios over the train images, e.g. 0.8 0.15 0.05
+    split_seed: int = 0
+    partition_file: str | None = None  # an official partition (CelebA's list_eval_partition.txt) instead of split
+    degradation: str | list[Any] = "bicubic"  # a preset (bicubic, blur_bicubic, realistic) or a list of steps
+    hr_size: tuple[int, int] | None = None  # resize every HR image to (H, W) first (one report: 256x256)
+    face_crop: bool = False  # crop HR images around the detected face (faces: flips only, no rotation)
+    face_margin: float = 0.3
+    cache: Literal["memory", "disk"] = "memory"  # disk: decoded pairs memory-mapped from cache_dir
+    cache_dir: str | None = None  # default <out_dir>/.cache
     val_max_images: int | None = Field(default=None, ge=1)  # validate on the first N images only (quick runs)
     gt_size: int = 96  # HR crop; the LR crop is gt_size / scale
     batch_size: int = 16
@@ -65,6 +78,14 @@ class DataConfig(_Section):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError(f"must be >= 1, got {v}")
+        return v
+
+    @field_validator("degradation")
+    @classmethod
+    def _known_degradation(cls, v: str | list[Any]) -> str | list[Any]:
+        from srkit.data.degradations import resolve_pipeline
+
+        resolve_pipeline(v)  # raises ValueError naming the bad step or parameter
         return v
 
 
@@ -144,6 +165,10 @@ class Config(_Section):
             raise ValueError("train.early_stop_metric=lpips needs train.lpips_net alex or vgg")
         if self.loss.adversarial_weight > 0 and self.discriminator.arch is None:
             raise ValueError("loss.adversarial_weight > 0 needs a discriminator (discriminator.arch: srgan)")
+        if self.data.val == "split" and self.data.split is None and self.data.partition_file is None:
+            raise ValueError("data.val=split needs data.split ratios or data.partition_file")
+        if self.data.face_crop and self.data.rot90:
+            raise ValueError("data.face_crop: faces train with flips only; set data.rot90=false")
         if self.data.gt_size % self.model.scale:
             raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of model.scale {self.model.scale}")
         return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io as stdio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from srkit import io
-from srkit.data.degradations import bicubic_degrade, modcrop
+from srkit.data.degradations import DegradationStep, apply_pipeline, bicubic_degrade, modcrop
 from srkit.metrics import quantize
 
 Image = torch.Tensor | np.ndarray  # (3, H, W) uint8: in memory, or a read-only memory map of an on-disk cache
@@ -110,6 +110,29 @@ def load_pairs(
     return pairs
 
 
+def load_paired(pairs: list[tuple[Path, Path]], *, scale: int, min_size: int = 0) -> PairSet:
+    """Pairs from HQ/LQ files as they are (no degradation here); LQ must be HQ / scale after modcrop."""
+    out = PairSet()
+    for hq_path, lq_path in pairs:
+        try:
+            gt = modcrop(quantize(io.read_rgb(hq_path).to(torch.float64)), scale)
+            lq = quantize(io.read_rgb(lq_path).to(torch.float64))
+            h, w = gt.shape[-2:]
+            if tuple(lq.shape[-2:]) != (h // scale, w // scale):
+                raise ValueError(
+                    f"LQ {lq_path.name} is {tuple(lq.shape[-2:])}, expected HQ/{scale} = {(h // scale, w // scale)}"
+                )
+            if min(h, w) < max(min_size, scale):
+                raise ValueError(f"{w}x{h} is smaller than the {min_size}px crop")
+        except (OSError, ValueError) as err:
+            out.skipped.append((hq_path, str(err)))
+            continue
+        out.gt.append(_to_uint8(gt))
+        out.lq.append(_to_uint8(lq))
+        out.names.append(hq_path.name)
+    return out
+
+
 def as_tensor(img: Image) -> torch.Tensor:
     """A cached image as a uint8 tensor (copies a memory map into memory)."""
     return img if isinstance(img, torch.Tensor) else torch.from_numpy(np.array(img))
@@ -132,7 +155,15 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Aligned (lq, gt) patches in [0, 1]: random image, random crop, random flips and 90-degree turns."""
 
     def __init__(
-        self, pairs: PairSet, *, scale: int, gt_size: int, seed: int, flip: bool = True, rot90: bool = True
+        self,
+        pairs: PairSet,
+        *,
+        scale: int,
+        gt_size: int,
+        seed: int,
+        flip: bool = True,
+        rot90: bool = True,
+        degrade_steps: Sequence[DegradationStep] | None = None,
     ) -> None:
         if not pairs.gt:
             raise ValueError("no usable training images (every file was unreadable or too small)")
@@ -140,6 +171,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ValueError(f"gt_size {gt_size} must be a multiple of the scale {scale}")
         self.pairs, self.scale, self.gt_size, self.seed = pairs, scale, gt_size, seed
         self.flip, self.rot90 = flip, rot90
+        # Random degradations (noise, JPEG, ranges) run per sample on the HR patch: fresh levels every time.
+        self.degrade_steps = list(degrade_steps) if degrade_steps else None
 
     def __len__(self) -> int:
         return 1 << 62  # indices are drawn, not enumerated: the sampler says which ones a run uses
@@ -162,6 +195,10 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             lq, gt = lq.flip(-2), gt.flip(-2)
         if self.rot90 and flips[2]:
             lq, gt = lq.transpose(-1, -2), gt.transpose(-1, -2)
+        if self.degrade_steps is not None:
+            hr = gt.to(torch.float64).div(255)
+            lq_f = apply_pipeline(hr, self.degrade_steps, scale=self.scale, generator=g)
+            return lq_f.float(), gt.float().div(255)
         return lq.float().div(255), gt.float().div(255)
 
 

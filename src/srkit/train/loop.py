@@ -28,14 +28,15 @@ from torch.utils.data import DataLoader
 from srkit import io
 from srkit.archs import DISCRIMINATORS
 from srkit.config import Config, dump_config
-from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
+from srkit.data.datasets import IndexRange, PairSet, PatchDataset
+from srkit.data.pipeline import build_pairs, gather_sources
 from srkit.device import pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss, pixel_loss
 from srkit.metrics import LPIPS
 from srkit.models import build_generator, load_model, save_weights
 from srkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from srkit.train.logger import RunLogger, memory_report
-from srkit.train.validate import resolve_folder, validate
+from srkit.train.validate import validate
 
 METRIC_BETTER = {"psnr": max, "ssim": max, "lpips": min}
 
@@ -193,9 +194,15 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     torch.manual_seed(config.train.seed + dinfo.rank)
     scale = config.model.scale
 
-    # Data: every training image decoded once; LR made by MATLAB bicubic; patches drawn per index.
-    train_dirs = [resolve_folder(d, config.data_dir) for d in config.data.train]
-    pairs = load_pairs(train_dirs, scale=scale, min_size=config.data.gt_size)
+    # Data: every training image decoded once (in memory, or memory-mapped from a disk cache); LR made
+    # by the configured degradation (MATLAB bicubic by default); patches drawn per sample index.
+    sources = gather_sources(config.data, config.data_dir)
+    cache_dir = None
+    if config.data.cache == "disk":
+        cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else Path(config.out_dir) / ".cache"
+    pairs, val_pairs, per_sample_steps = build_pairs(
+        config.data, sources, scale=scale, seed=config.train.seed, cache_dir=cache_dir
+    )
     dataset = PatchDataset(
         pairs,
         scale=scale,
@@ -203,16 +210,19 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
         seed=config.train.seed,
         flip=config.data.flip,
         rot90=config.data.rot90,
+        degrade_steps=per_sample_steps,
     )
-    val_dir = resolve_folder(config.data.val, config.data_dir)
-    val_pairs = PairSet()
-    if is_main:
-        val_pairs = load_pairs([val_dir], scale=scale)
+    val_dir = sources.val_name
+    if not is_main:
+        val_pairs = PairSet()
+    else:
         n = config.data.val_max_images
         if n is not None:
             val_pairs = PairSet(val_pairs.gt[:n], val_pairs.lq[:n], val_pairs.names[:n], val_pairs.skipped)
         if not val_pairs.gt:
-            raise ValueError(f"no usable validation images in {val_dir} (data.val): need at least one readable image")
+            raise ValueError(
+                f"no usable validation images in {config.data.val} (data.val): need at least one readable image"
+            )
 
     # Networks, losses, optimisers.
     net_g: nn.Module = build_generator(config.model.arch, scale=scale, **config.model.args).to(device)
@@ -266,7 +276,7 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     for path, reason in pairs.skipped:
         logger.warning(f"skipped training image {path}: {reason}")
     logger.info(
-        f"run {run_dir}: {len(pairs.gt)} training images from {len(train_dirs)} folder(s), "
+        f"run {run_dir}: {len(pairs.gt)} training images from {len(config.data.train)} source(s), "
         f"{len(val_pairs.gt)} validation images from {val_dir}, device {device}, world {dinfo.world}"
     )
 
@@ -522,7 +532,7 @@ def _validate_and_keep_best(
     from srkit.evaluate import write_rows_csv
 
     model = ema.module if ema is not None else unwrap(net_g)
-    set_name = Path(config.data.val).name
+    set_name = "split-val" if config.data.val == "split" else Path(config.data.val).name
     result = validate(
         model, val_pairs, scale=config.model.scale, device=device, lpips_model=lpips_model, set_name=set_name
     )

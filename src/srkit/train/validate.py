@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,16 +65,3 @@ def validate(
     panels = [p[..., :size, :size] for p in panels]
     grid = make_grid(panels, nrow=4, padding=2, pad_value=1.0) if panels else torch.zeros(3, 1, 1)
     return ValResult(rows=rows, summary=summarize(rows)[set_name], grid=grid)
-
-
-def resolve_folder(name: str, data_dir: str | Path | None) -> Path:
-    """A data folder given relative to the data root (e.g. train/T91) or as a path of its own."""
-    from srkit.paths import MissingDataError, data_root
-
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    candidate = data_root(data_dir) / name
-    if not candidate.is_dir():
-        raise MissingDataError(f"data folder {name!r} not found: expected {path} or {candidate}")
-    return candidate

@@ -144,6 +144,120 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(total: int, label: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+
+
+def _report_skipped(kind: str, skipped: list[tuple[Path, str]]) -> int:
+    if not skipped:
+        return 0
+    print(f"{len(skipped)} file(s) skipped ({kind}):", file=sys.stderr)
+    for path, reason in skipped:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    """srkit data list: the datasets `srkit data download` knows."""
+    from srkit.data.catalog import describe
+
+    for name, description in describe():
+        print(f"{name:20s} {description}")
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    """srkit data download NAME --to DIR: fetch, verify (checksums), extract; resumable."""
+    from srkit.data.download import download_dataset
+    from srkit.paths import data_root
+
+    to = Path(args.to) if args.to else data_root(args.data_dir) / "downloads"
+    folder = download_dataset(
+        args.name, to, keep_archives=args.keep_archives, progress=not args.no_progress, mirror=args.mirror
+    )
+    print(f"{args.name}: ready in {folder}")
+    return 0
+
+
+def _degradation_spec(text: str) -> Any:
+    """A preset name, or a YAML/JSON list of steps such as '[{blur: {sigma: 1.5}}, bicubic]'."""
+    from srkit.config import _yaml
+
+    return _yaml(text) if text.strip().startswith("[") else text
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    """srkit data prepare INPUT... -o OUT: HQ/LQ pair folders (optionally split train/val/test)."""
+    import torch
+
+    from srkit import io
+    from srkit.config import DataConfig
+    from srkit.data.degradations import apply_pipeline, resolve_pipeline
+    from srkit.data.pipeline import preprocess_for
+    from srkit.data.prepare import prepare_pairs
+    from srkit.data.sources import split
+
+    steps = resolve_pipeline(_degradation_spec(args.degradation))
+    data_cfg = DataConfig(
+        hr_size=tuple(args.hr_size) if args.hr_size else None,
+        face_crop=args.face_crop,
+        face_margin=args.face_margin,
+        rot90=not args.face_crop,
+    )
+    preprocess = preprocess_for(data_cfg)
+    scale = args.scale
+
+    def degrade(gt: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return apply_pipeline(gt, steps, scale=scale, generator=generator)
+
+    images = io.list_images(args.inputs)
+    out = Path(args.output)
+    if args.split:
+        ratios = [float(r) for r in args.split.split(",")]
+        parts = split(images, ratios, seed=args.seed)
+    else:
+        parts = {"": images}
+    skipped: list[tuple[Path, str]] = []
+    for part, files in parts.items():
+        with _progress_bar(len(files), f"prepare {part or out.name}") as progress:
+            task = progress.add_task("prepare", total=len(files))
+            report = prepare_pairs(
+                files,
+                out / part if part else out,
+                scale=scale,
+                degrade=degrade,
+                preprocess=preprocess,
+                seed=args.seed,
+                overwrite=args.overwrite,
+                on_file=lambda _p, t=task: progress.advance(t),  # type: ignore[misc]
+            )
+        print(f"{out / part if part else out}: {len(report.written)} pair(s) (HQ/, LQ/, pairs.csv)")
+        skipped += report.skipped
+    return _report_skipped("unreadable or too small", skipped)
+
+
+def cmd_data_augment(args: argparse.Namespace) -> int:
+    """srkit data augment SRC DST: N random affine variants per image (Keras-style offline augmentation)."""
+    from srkit.data.augment import augment_folder
+
+    report = augment_folder(
+        Path(args.src),
+        Path(args.dst),
+        variants=args.variants,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        rotation=args.rotation,
+        shift=args.shift,
+        shear=args.shear,
+        zoom=args.zoom,
+        hflip=not args.no_hflip,
+    )
+    print(f"wrote {len(report.written)} image(s) to {args.dst}")
+    return _report_skipped("unreadable", report.failed)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """srkit models: the names --model accepts."""
     from srkit.models import available_models, shipped_models
@@ -211,6 +325,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
+    data = sub.add_parser("data", help="datasets: list, download, prepare pairs, augment")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = data_sub.add_parser("list", help="datasets `srkit data download` knows")
+    p.set_defaults(func=cmd_data_list)
+    p = data_sub.add_parser("download", help="download, verify and extract a dataset (resumable)")
+    p.add_argument("name", help="a name from `srkit data list` (div2k, flickr2k, celeba, set5, benchmarks, ...)")
+    p.add_argument("--to", default=None, help="target folder (default: <data folder>/downloads)")
+    p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--mirror", default=None, help="fetch files from MIRROR/<file name> (also $SRKIT_DOWNLOAD_MIRROR)")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_data_download)
+    p = data_sub.add_parser("prepare", help="write HQ/00000.png + LQ/00000.png pairs with a degradation")
+    p.add_argument("inputs", nargs="+", help="HR image files and/or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (gets HQ/, LQ/, pairs.csv)")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument(
+        "--degradation",
+        default="bicubic",
+        help="preset (bicubic, blur_bicubic, realistic) or a step list, e.g. '[{blur: {sigma: 1.5}}, bicubic]'",
+    )
+    p.add_argument("--hr-size", type=int, nargs=2, metavar=("H", "W"), help="resize HR first (e.g. 256 256)")
+    p.add_argument("--face-crop", action="store_true", help="crop HR around the detected face first")
+    p.add_argument("--face-margin", type=float, default=0.3)
+    p.add_argument("--split", default=None, help="ratios, e.g. 0.8,0.15,0.05 -> OUT/train, OUT/val, OUT/test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data_prepare)
+    p = data_sub.add_parser("augment", help="offline augmentation: N random affine variants per image")
+    p.add_argument("src", help="folder of images")
+    p.add_argument("dst", help="output folder (not inside src)")
+    p.add_argument("--variants", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rotation", type=float, default=90.0, help="max rotation, degrees")
+    p.add_argument("--shift", type=float, default=0.2, help="max shift, fraction of the size")
+    p.add_argument("--shear", type=float, default=0.2, help="max shear, degrees (Keras semantics)")
+    p.add_argument("--zoom", type=float, default=0.2, help="zoom range [1 - z, 1 + z]")
+    p.add_argument("--no-hflip", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data_augment)
+
     p = sub.add_parser("models", help="list the models --model accepts")
     p.set_defaults(func=cmd_models)
 
@@ -224,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `srkit` console script; returns the exit status."""
+    from srkit.data.download import DownloadError
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Only `train` takes free-form --section.key=value overrides; anything else unknown is an error.
@@ -234,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = [e[2:] for e in overrides]
     try:
         status: int = args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, DownloadError) as err:
         # User errors (a missing file, a bad option value): one clear line, no traceback.
         print(f"srkit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,102 @@
+"""`srkit data ...` commands and the data options of training configs, end to end on tiny inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srkit import io
+from srkit.cli import main
+from srkit.config import DataConfig, load_config
+from srkit.data.datasets import PatchDataset
+from srkit.data.pipeline import build_pairs, gather_sources
+
+
+def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(max(1, h // 4), max(1, w // 4), 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+@pytest.fixture()
+def hr(tmp_path: Path) -> Path:
+    folder = tmp_path / "hr"
+    for i in range(10):
+        _png(folder / f"im{i}.png", 48 + 4 * i, 40, seed=i)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_data_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("div2k", "flickr2k", "celeba", "set5", "set14", "bsd100", "urban100"):
+        assert name in out
+
+
+def test_data_prepare_split_and_report(hr: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pairs"
+    args = ["data", "prepare", str(hr), "-o", str(out), "--split", "0.8,0.1,0.1", "--degradation", "blur_bicubic"]
+    assert main(args) == 1  # the broken file is reported and makes the exit non-zero
+    assert "broken.png" in capsys.readouterr().err
+    counts = {part: len(list((out / part / "HQ").glob("*.png"))) for part in ("train", "val", "test")}
+    assert sum(counts.values()) == 10 and counts["val"] == 1 and counts["test"] == 1
+    hq = io.read_rgb(out / "train" / "HQ" / "00000.png")
+    lq = io.read_rgb(out / "train" / "LQ" / "00000.png")
+    assert lq.shape[-2:] == (hq.shape[-2] // 4, hq.shape[-1] // 4)
+    assert main(args) == 2  # existing output without --overwrite: a clean error
+    assert "--overwrite" in capsys.readouterr().err
+    bad = ["data", "prepare", str(hr), "-o", str(tmp_path / "x"), "--degradation", "[{blurr: {sigma: 1}}, bicubic]"]
+    assert main(bad) == 2
+    assert "blurr" in capsys.readouterr().err
+
+
+def test_data_augment(hr: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "augment", str(hr), str(tmp_path / "aug"), "--variants", "2", "--seed", "1"]) == 1
+    assert len(list((tmp_path / "aug").glob("*_aug*.png"))) == 20
+    assert "broken.png" in capsys.readouterr().err
+
+
+def _data_config(tmp_path: Path, *overrides: str) -> DataConfig:
+    return load_config(None, [f"out_dir={tmp_path / 'runs'}", "data.gt_size=32", *overrides]).data
+
+
+def test_random_degradation_is_drawn_per_sample(hr: Path, tmp_path: Path) -> None:
+    data = _data_config(tmp_path, f"data.train=[{hr}]", f"data.val={hr}", "data.degradation=realistic")
+    sources = gather_sources(data, None)
+    train, _val, steps = build_pairs(data, sources, scale=4, seed=0, cache_dir=None)
+    assert steps is not None and len(train.gt) == 10 and [p.name for p, _ in train.skipped] == ["broken.png"]
+    ds = PatchDataset(train, scale=4, gt_size=32, seed=0, degrade_steps=steps)
+    a, b = ds[3], ds[3]
+    assert torch.equal(a[0], b[0])  # a function of (seed, index)
+    clean = PatchDataset(train, scale=4, gt_size=32, seed=0)[3]
+    assert torch.equal(a[1], clean[1]) and not torch.equal(a[0], clean[0])  # same HR patch, noisy/JPEG LR
+
+
+def test_split_validation_and_paired_training(hr: Path, tmp_path: Path) -> None:
+    data = _data_config(tmp_path, f"data.train=[{hr}]", "data.val=split", "data.split=[0.8, 0.2, 0.0]")
+    sources = gather_sources(data, None)
+    assert len(sources.train_files) + len(sources.val_files) == 11 and len(sources.val_files) == 2
+    assert not set(sources.train_files) & set(sources.val_files)
+    # HQ/LQ pair folders are used as they are.
+    assert main(["data", "prepare", str(hr), "-o", str(tmp_path / "pairs")]) == 1
+    paired = _data_config(tmp_path, f"data.train=[{tmp_path / 'pairs'}]", f"data.val={hr}")
+    src = gather_sources(paired, None)
+    train, _, _ = build_pairs(paired, src, scale=4, seed=0, cache_dir=None)
+    assert len(src.train_pairs) == 10 and len(train.gt) == 10
+    assert torch.equal(
+        torch.as_tensor(train.lq[0]), (io.read_rgb(tmp_path / "pairs/LQ/00000.png") * 255).round().byte()
+    )
+
+
+def test_face_recipe_requires_flips_only(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rot90"):
+        load_config(None, ["data.face_crop=true"])
+    cfg = load_config(Path("configs/srgan_faces_x4.yaml"))
+    assert cfg.data.face_crop and not cfg.data.rot90 and cfg.data.hr_size == (128, 128)

@@ -841,3 +841,26 @@ def test_load_pairs_makes_modcropped_bicubic_pairs(tmp_path: Path) -> None:
     assert torch.equal(gt, source[:, :44, :48])
     expected = (bicubic_degrade(gt.to(torch.float64) / 255, 4) * 255).round().to(torch.uint8)
     assert torch.equal(lq, expected)
+
+
+def test_wandb_offline_logs_without_network(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # W&B in offline mode (the default for train.wandb) writes a local run that `wandb sync` can upload later.
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = fit(_tiny(tmp_path, images, train__steps=2, train__wandb=True))
+    offline_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert any(p.suffix == ".wandb" for p in offline_runs[0].iterdir())  # the run's event log
+
+
+def test_ema_warmup_follows_the_model_early() -> None:
+    # With a fixed 0.999 decay the average would still be ~99% the initial weights after 10 updates.
+    avg = loop.ema_avg_fn(0.999)
+    p = torch.zeros(3)
+    for n in range(1, 11):
+        p = avg(p, torch.ones(3), torch.tensor(n))
+    assert p.min().item() > 0.5
+    late = avg(torch.zeros(1), torch.ones(1), torch.tensor(10**6))
+    assert late.item() == pytest.approx(0.001)

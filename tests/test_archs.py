@@ -22,9 +22,10 @@ def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_names_each_arch() -> None:
-    assert sorted(GENERATORS) == ["bicubic", "srresnet"]
+    # ESRGAN's RRDBNet / VGG128 and the baselines are tested in test_esrgan.py.
+    assert sorted(GENERATORS) == ["autoencoder", "bicubic", "pixelshuffle", "rrdbnet", "srresnet"]
     assert GENERATORS["bicubic"] is Bicubic and GENERATORS["srresnet"] is SRResNet
-    assert sorted(DISCRIMINATORS) == ["srgan"] and DISCRIMINATORS["srgan"] is SRGANDiscriminator
+    assert sorted(DISCRIMINATORS) == ["esrgan_vgg128", "srgan"] and DISCRIMINATORS["srgan"] is SRGANDiscriminator
 
 
 # SRResNet -----------------------------------------------------------------------------------------------

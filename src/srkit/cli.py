@@ -80,17 +80,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
+    """The generator `srkit upscale` runs: a PyTorch model, or an ONNX graph run by ONNX Runtime."""
+    if args.backend == "onnxruntime":
+        from srkit.export import load_onnx_generator
+
+        if args.precision != "fp32":
+            raise ValueError(f"--precision {args.precision} needs --backend torch; ONNX graphs run in float32")
+        # An .onnx file as is; any other model is exported once to the cache ($SRKIT_CACHE or ~/.cache/srkit).
+        return load_onnx_generator(args.model, scale=args.scale, device=device)
+    if str(args.model).lower().endswith(".onnx"):
+        raise ValueError(f"{args.model} is an ONNX file: run it with --backend onnxruntime")
+    from srkit.models import load_model
+
+    return load_model(args.model, scale=args.scale, device=device)
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     """srkit upscale: files or folders -> OUT, going on past bad files; non-zero exit if any failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srkit import io
     from srkit.device import pick_device
-    from srkit.inference import upscale_files
-    from srkit.models import load_model
+    from srkit.inference import OVERLAP, PRECISIONS, TILE, TileOptions, check_precision, upscale_files
 
     device = pick_device(args.device)
-    model = load_model(args.model, scale=args.scale, device=device)
+    tile = TILE if args.tile is None else args.tile
+    if tile < 0:
+        raise ValueError(f"--tile must be >= 0 (0 = whole image), got {tile}")
+    options = TileOptions(
+        tile=tile or None,
+        overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        dtype=PRECISIONS[args.precision],
+        batch_tiles=args.tile_batch,
+        channels_last=args.channels_last,
+    )
+    check_precision(device, options.dtype)
+    model = _upscale_model(args, device)
     total = len(io.list_images(args.inputs))
     console = _console()
     columns = (TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -104,6 +130,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             suffix=args.suffix,
             ext=args.ext,
             overwrite=args.overwrite,
+            options=options,
+            batch_size=args.batch_size,
             on_file=lambda _p: progress.advance(task),
         )
     console.print(f"wrote {len(report.written)} of {total} image(s) to {args.output}")
@@ -112,6 +140,19 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         for path, reason in report.failed:
             console.print(f"  {path}: {reason}", markup=False)
         return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """srkit export MODEL [--format onnx|torchscript|safetensors] -o OUT."""
+    from srkit.export import export_model, format_from_suffix
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    fmt = args.format or format_from_suffix(out)
+    export_model(args.model, out, format=fmt, scale=args.scale, opset=args.opset)
+    print(f"wrote {out} ({fmt})")
     return 0
 
 
@@ -141,6 +182,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     out = plot_run(Path(args.run_dir), out=Path(args.out) if args.out else None)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    """srkit interpolate A B --alpha X -o OUT: (1 - X) * A + X * B, weight by weight (ESRGAN sec. 3.4)."""
+    from srkit.interpolate import interpolate_weights
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    interpolate_weights(Path(args.a), Path(args.b), args.alpha, out)
+    print(f"wrote {out} = {1 - args.alpha:g} * {args.a} + {args.alpha:g} * {args.b}")
     return 0
 
 
@@ -302,13 +355,54 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upscale", help="upscale image files or folders")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
-    p.add_argument("--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file")
+    p.add_argument(
+        "--model",
+        default="bicubic",
+        help="bicubic, a shipped model's name, a .safetensors file, or (with --backend onnxruntime) an .onnx file",
+    )
     p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
     p.add_argument("--suffix", default="", help="text added to each output file name, e.g. _x4")
     p.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="torch (default), or onnxruntime: an .onnx file, or the model exported to ONNX once and cached",
+    )
+    p.add_argument("--tile", type=int, default=None, help="LR tile side in pixels, 0 = whole image (default 256)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="LR pixels shared by neighbouring tiles (default 32)")
+    p.add_argument("--tile-batch", type=int, default=None, help="tiles per forward pass (default: 1 on CPU, 4 on GPU)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="fp32 (default); bf16 on CPU or CUDA, fp16 on CUDA (autocast, weights stay float32). "
+        "bf16 only pays on CPUs with AVX512-BF16 or AMX; elsewhere it is several times slower than fp32",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="same-size small images per forward pass (default 1)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="feed the model NHWC tensors (default: on for conv models on the CPU, where it is ~2x faster)",
+    )
     common(p)
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("export", help="export a model for deployment: ONNX, TorchScript or safetensors")
+    p.add_argument("model", help="bicubic, a shipped model's name, or a .safetensors file")
+    p.add_argument("-o", "--output", required=True, help="output file (.onnx, .pt, .safetensors)")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "torchscript", "safetensors"],
+        default=None,
+        help="default: from the output suffix (.onnx, .pt/.ts, .safetensors)",
+    )
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "train",
@@ -324,6 +418,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder written by srkit train")
     p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "interpolate",
+        help="blend two models of one architecture: (1 - alpha) * A + alpha * B (ESRGAN network interpolation)",
+        description="Network interpolation (ESRGAN sec. 3.4): A is the PSNR-oriented model, B its GAN fine-tune; "
+        "alpha 0 gives A, 1 gives B.",
+    )
+    p.add_argument("a", help="weights A (.safetensors): the PSNR-oriented model, e.g. an rrdb_psnr_x4 export")
+    p.add_argument("b", help="weights B (.safetensors): the GAN model of the same arch, e.g. an esrgan_x4 export")
+    p.add_argument("--alpha", type=float, default=0.8, help="weight of B, in [0, 1] (default 0.8)")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_interpolate)
 
     data = sub.add_parser("data", help="datasets: list, download, prepare pairs, augment")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

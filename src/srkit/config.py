@@ -90,21 +90,46 @@ class DataConfig(_Section):
 
 
 class LossConfig(_Section):
-    """Generator loss = pixel_weight * pixel + perceptual_weight * VGG + adversarial_weight * GAN."""
+    """Generator loss = pixel_weight * pixel + perceptual_weight * VGG + adversarial_weight * GAN.
+
+    A weight of 0 leaves its term out (pixel_weight 0: a GAN-only or perceptual-only generator loss).
+    """
 
     pixel: Literal["l1", "mse"] = "l1"
     pixel_weight: float = 1.0
     perceptual_weight: float = 0.0
     perceptual_arch: Literal["vgg16", "vgg19"] = "vgg19"
-    perceptual_layer: str | None = None  # default: the arch's last ReLU (relu5_4 / relu5_3)
+    # default: the arch's last ReLU (relu5_4 / relu5_3); "convX_Y" cuts before that conv's ReLU (ESRGAN's conv5_4)
+    perceptual_layer: str | None = None
     perceptual_criterion: Literal["mse", "l1"] = "mse"
     adversarial: Literal["vanilla", "lsgan", "ragan"] = "vanilla"
     adversarial_weight: float = 0.0
 
+    @field_validator("pixel_weight", "perceptual_weight", "adversarial_weight")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"must be >= 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _known_layer(self) -> LossConfig:
+        if self.perceptual_layer is not None:
+            from srkit.archs.vgg import layer_names
+
+            names = layer_names(self.perceptual_arch)
+            if self.perceptual_layer not in names:
+                raise ValueError(
+                    f"loss.perceptual_layer {self.perceptual_layer!r} is not a {self.perceptual_arch} layer; "
+                    f"expected one of {', '.join(names)}"
+                )
+        return self
+
 
 class OptimConfig(_Section):
-    """Adam for both networks, an LR schedule, clipping and discriminator warm-up."""
+    """Adam or AdamW (decoupled weight decay) for both networks, an LR schedule, clipping, D warm-up."""
 
+    name: Literal["adam", "adamw"] = "adam"
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -165,10 +190,23 @@ class Config(_Section):
             raise ValueError("train.early_stop_metric=lpips needs train.lpips_net alex or vgg")
         if self.loss.adversarial_weight > 0 and self.discriminator.arch is None:
             raise ValueError("loss.adversarial_weight > 0 needs a discriminator (discriminator.arch: srgan)")
+        loss = self.loss
+        if loss.pixel_weight == 0 and loss.perceptual_weight == 0 and loss.adversarial_weight == 0:
+            raise ValueError(
+                "the generator loss is empty: loss.pixel_weight, loss.perceptual_weight and "
+                "loss.adversarial_weight are all 0 (expected at least one > 0)"
+            )
         if self.data.val == "split" and self.data.split is None and self.data.partition_file is None:
             raise ValueError("data.val=split needs data.split ratios or data.partition_file")
         if self.data.face_crop and self.data.rot90:
             raise ValueError("data.face_crop: faces train with flips only; set data.rot90=false")
+        if self.discriminator.arch == "esrgan_vgg128":
+            size = self.discriminator.args.get("input_size", 128)
+            if self.data.gt_size != size:
+                raise ValueError(
+                    f"discriminator.arch esrgan_vgg128 judges {size}x{size} patches: data.gt_size must be {size}, "
+                    f"got {self.data.gt_size}"
+                )
         if self.data.gt_size % self.model.scale:
             raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of model.scale {self.model.scale}")
         return self

@@ -34,6 +34,7 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _LUMA_BT601 = (0.299, 0.587, 0.114)
 _EXIF_ORIENTATION = 0x0112
+_QUANTIZE_BAND_ELEMENTS = 1 << 22
 
 
 class ImageReadError(ValueError):
@@ -169,10 +170,17 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
 
 def _quantize(x: torch.Tensor, maxval: int) -> np.ndarray:
     """(C, H, W) float in [0, 1] -> (H, W, C) uint8/uint16 array via torch.round(x * maxval)."""
-    # NaN (e.g. from a diverged model) would otherwise cast to an arbitrary value.
-    x = torch.nan_to_num(x.detach().to("cpu", torch.float32), nan=0.0).clamp(0.0, 1.0)
-    q = torch.round(x * maxval).to(torch.int32).permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(q, dtype=np.uint8 if maxval == 255 else np.uint16)
+    x = x.detach().to("cpu", torch.float32)
+    channels, height, width = x.shape
+    out = np.empty((height, width, channels), dtype=np.uint8 if maxval == 255 else np.uint16)
+    # A band of rows at a time: temporaries stay ~16 MB however large the image (an 8000x8000 upscale is
+    # 768 MB as float32; whole-image temporaries would triple that).
+    rows = max(1, _QUANTIZE_BAND_ELEMENTS // max(1, channels * width))
+    for y in range(0, height, rows):
+        # NaN (e.g. from a diverged model) would otherwise cast to an arbitrary value.
+        band = torch.nan_to_num(x[:, y : y + rows], nan=0.0).clamp_(0.0, 1.0)
+        out[y : y + rows] = torch.round(band.mul_(maxval)).to(torch.int32).permute(1, 2, 0).numpy()
+    return out
 
 
 def _check_rgb(rgb: torch.Tensor, where: str) -> torch.Tensor:

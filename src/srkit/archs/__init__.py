@@ -4,18 +4,37 @@ from __future__ import annotations
 
 from torch import nn
 
+from srkit.archs.autoencoder import ConvAutoencoder
 from srkit.archs.bicubic import Bicubic
+from srkit.archs.esrgan_discriminator import ESRGANDiscriminator
+from srkit.archs.rrdbnet import RRDBNet
 from srkit.archs.srgan_discriminator import SRGANDiscriminator
 from srkit.archs.srresnet import SRResNet
+from srkit.archs.vanilla_gan import PixelShuffleGenerator
 from srkit.archs.vgg import VGGFeatures
 
 GENERATORS: dict[str, type[nn.Module]] = {
     "bicubic": Bicubic,
     "srresnet": SRResNet,
+    "rrdbnet": RRDBNet,
+    "autoencoder": ConvAutoencoder,
+    "pixelshuffle": PixelShuffleGenerator,
 }
 
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "srgan": SRGANDiscriminator,
+    "esrgan_vgg128": ESRGANDiscriminator,
 }
 
-__all__ = ["DISCRIMINATORS", "GENERATORS", "Bicubic", "SRGANDiscriminator", "SRResNet", "VGGFeatures"]
+__all__ = [
+    "DISCRIMINATORS",
+    "GENERATORS",
+    "Bicubic",
+    "ConvAutoencoder",
+    "ESRGANDiscriminator",
+    "PixelShuffleGenerator",
+    "RRDBNet",
+    "SRGANDiscriminator",
+    "SRResNet",
+    "VGGFeatures",
+]

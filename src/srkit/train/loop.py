@@ -106,6 +106,13 @@ def _init_generator(net_g: nn.Module, source: str, device: torch.device) -> None
     net_g.to(device)
 
 
+def make_optimizer(params: Iterator[nn.Parameter], config: Config, lr: float) -> torch.optim.Optimizer:
+    """The configured optimizer: Adam (weight decay added to the gradient) or AdamW (decoupled weight decay)."""
+    o = config.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
 def _optimizer_step(
     loss: torch.Tensor,
     opt: torch.optim.Optimizer,
@@ -248,11 +255,11 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     d_loss_fn, g_loss_fn = ADVERSARIAL[loss_cfg.adversarial]
     use_adv = net_d is not None and loss_cfg.adversarial_weight > 0
     o = config.optim
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=o.lr_g, betas=o.betas, weight_decay=o.weight_decay)
+    opt_g = make_optimizer(net_g.parameters(), config, o.lr_g)
     sched_g = _make_scheduler(opt_g, config, o.lr_g)
     opt_d = sched_d = None
     if net_d is not None:
-        opt_d = torch.optim.Adam(net_d.parameters(), lr=o.lr_d, betas=o.betas, weight_decay=o.weight_decay)
+        opt_d = make_optimizer(net_d.parameters(), config, o.lr_d)
         sched_d = _make_scheduler(opt_d, config, o.lr_d)
     ema = None
     if config.train.ema_decay is not None:
@@ -372,9 +379,11 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
             if train_g:
                 with autocast:
                     sr = net_g(lq)
-                    l_pix = loss_cfg.pixel_weight * pix_fn(sr.float(), gt)
-                    loss_g = l_pix
-                    logs["l_pix"] = l_pix.item()
+                    loss_g = torch.zeros((), device=device)
+                    if loss_cfg.pixel_weight > 0:  # 0: no content term at all (the vanilla-GAN baseline)
+                        l_pix = loss_cfg.pixel_weight * pix_fn(sr.float(), gt)
+                        loss_g = loss_g + l_pix
+                        logs["l_pix"] = l_pix.item()
                     if percep is not None:
                         l_percep = loss_cfg.perceptual_weight * percep(sr, gt)
                         loss_g = loss_g + l_percep

@@ -1,0 +1,308 @@
+"""Export generators for deployment (ONNX, TorchScript, safetensors) and run ONNX files with ONNX Runtime.
+
+Every exported graph is checked before it is written: it is run at two input sizes other than the one it was
+traced at (batch 1 and 2) and compared with the PyTorch model, so a graph that baked in its trace size fails
+here with a clear error instead of silently producing wrong-sized images later.
+
+The bicubic baseline cannot be exported: `imresize` computes its filter taps and mirror indices in Python from
+the input size. torch.jit.trace records them as constants (the traced module returns the traced size for any
+input, silently), and the ONNX converter fails on the index arithmetic with a symbolic size (aten.remainder).
+It needs no export anyway: it has no weights, and ONNX's own Resize op (mode cubic, cubic_coeff_a -0.5) is
+the deployable equivalent, up to MATLAB's mirrored edges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io as bytes_io
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from srkit import io
+from srkit.archs import Bicubic
+from srkit.models import FORMAT_VERSION, load_model, model_scale, read_metadata, save_weights, shipped_models
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+_SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
+ONNX_OPSET = 18
+# Traced at one size, checked at two others (batch 1 and 2, odd sizes, wider than high and the reverse).
+_TRACE_SHAPE = (1, 3, 24, 32)
+_CHECK_SHAPES = ((1, 3, 20, 28), (2, 3, 33, 17))
+# Largest |exported - PyTorch| accepted by the check: far below one 8-bit level (1/255 = 0.0039), far above
+# the float32 differences of another runtime's conv kernels (~1e-6).
+_CHECK_TOLERANCE = 1e-3
+_TORCHSCRIPT_META = "srkit.json"
+
+
+def format_from_suffix(path: str | Path) -> str:
+    """The export format an output file name implies (.onnx, .pt/.ts, .safetensors)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX_FORMATS:
+        raise ValueError(
+            f"cannot tell the export format from {path}: expected a suffix in {sorted(_SUFFIX_FORMATS)} "
+            "or an explicit --format"
+        )
+    return _SUFFIX_FORMATS[suffix]
+
+
+def describe_model(name_or_path: str | Path, *, scale: int = 4) -> dict[str, str]:
+    """Metadata stored with an export: srkit format version, arch, arch_kwargs, scale and the source model."""
+    name = str(name_or_path)
+    if name == "bicubic":
+        meta = {"arch": "bicubic", "arch_kwargs": json.dumps({"scale": scale})}
+    else:
+        meta = read_metadata(shipped_models().get(name, Path(name)))
+    arch_kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+    out = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
+    out.update(
+        srkit_format=FORMAT_VERSION,
+        arch=meta["arch"],
+        arch_kwargs=json.dumps(arch_kwargs),
+        scale=str(arch_kwargs.get("scale", scale)),
+        source=Path(name).name,
+    )
+    return out
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """The model itself when it is on the CPU, else a CPU copy (exporting must not move the caller's model)."""
+    if all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()]):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
+def _check_exportable(model: nn.Module, what: str) -> None:
+    """Refuse models whose graphs cannot follow the input size, saying why (see the module docstring)."""
+    if isinstance(model, Bicubic):
+        raise ValueError(
+            f"the bicubic baseline cannot be exported to {what}: imresize computes its taps in Python from the "
+            "input size, so a traced graph only works at the traced size. It has no weights to deploy; use "
+            "srkit upscale --model bicubic, or ONNX's Resize op (mode cubic, cubic_coeff_a -0.5)"
+        )
+    if model.training:
+        raise ValueError(f"export to {what} needs the model in eval mode (BatchNorm folded to running statistics)")
+
+
+def _check_against_torch(model: nn.Module, run: Any, what: str) -> None:
+    """Run the exported graph at two sizes other than the traced one and compare with the PyTorch model."""
+    generator = torch.Generator().manual_seed(0)
+    for shape in _CHECK_SHAPES:
+        lq = torch.rand(shape, generator=generator)
+        try:
+            with torch.no_grad():
+                expected = model(lq).float()
+                got = run(lq)
+        except Exception as err:  # runtimes raise their own error types for shape problems
+            raise ValueError(f"the exported {what} graph fails on an input of shape {shape}: {err}") from err
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ValueError(
+                f"the exported {what} graph gives shape {tuple(got.shape)} for input {shape}, expected "
+                f"{tuple(expected.shape)}: it has the trace size {_TRACE_SHAPE} baked in"
+            )
+        diff = float((got.float() - expected).abs().max())
+        if not diff <= _CHECK_TOLERANCE:
+            raise ValueError(
+                f"the exported {what} graph differs from PyTorch by up to {diff:.3g} at input {shape} "
+                f"(expected <= {_CHECK_TOLERANCE})"
+            )
+
+
+def onnx_bytes(model: nn.Module, *, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise a generator to ONNX with dynamic batch, height and width, checked (onnx.checker and two sizes)."""
+    import onnx
+
+    if opset < 17:
+        raise ValueError(f"ONNX opset must be >= 17, got {opset}")
+    _check_exportable(model, "ONNX")
+    model = _on_cpu(model)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    try:
+        program = torch.onnx.export(
+            model,
+            (torch.rand(_TRACE_SHAPE),),
+            None,
+            dynamo=True,
+            opset_version=opset,
+            input_names=["lq"],
+            output_names=["sr"],
+            dynamic_shapes={"lq": dims},
+            verbose=False,
+        )
+    except Exception as err:  # the exporter raises many types; the first line says which op failed
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"ONNX export of {type(model).__name__} failed: {first}") from err
+    assert program is not None
+    proto = program.model_proto
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    data: bytes = proto.SerializeToString()
+    session = _session(data, threads=1)
+    _check_against_torch(model, lambda lq: _run_session(session, lq), "ONNX")
+    return data
+
+
+def torchscript_bytes(model: nn.Module, *, metadata: dict[str, str] | None = None) -> bytes:
+    """Trace a generator to TorchScript (works at any size for conv nets; checked at two other sizes)."""
+    _check_exportable(model, "TorchScript")
+    model = _on_cpu(model)
+    with _jit_deprecation_silenced():
+        traced = torch.jit.trace(model, torch.rand(_TRACE_SHAPE))
+        _check_against_torch(model, traced, "TorchScript")
+        buffer = bytes_io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={_TORCHSCRIPT_META: json.dumps(metadata or {})})
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _jit_deprecation_silenced() -> Iterator[None]:
+    """torch.jit is deprecated in favour of torch.export, but TorchScript is what the user asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=Warning)
+        yield
+
+
+def export_model(
+    name_or_path: str | Path,
+    out: str | Path,
+    *,
+    format: str | None = None,
+    scale: int = 4,
+    opset: int = ONNX_OPSET,
+) -> Path:
+    """Export "bicubic", a shipped model or a weights file to ONNX, TorchScript or safetensors, atomically."""
+    out = Path(out)
+    fmt = format or format_from_suffix(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    model = load_model(name_or_path, scale=scale, device="cpu")
+    meta = describe_model(name_or_path, scale=model_scale(model))
+    if fmt == "safetensors":
+        extra = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
+        return save_weights(model, out, arch=meta["arch"], arch_kwargs=json.loads(meta["arch_kwargs"]), meta=extra)
+    data = onnx_bytes(model, opset=opset, metadata=meta) if fmt == "onnx" else torchscript_bytes(model, metadata=meta)
+    io.atomic_write(out, data)
+    return out
+
+
+def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
+    """A TorchScript file written by export_model, and the srkit metadata stored with it."""
+    extra = {_TORCHSCRIPT_META: ""}
+    with _jit_deprecation_silenced():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module, json.loads(extra[_TORCHSCRIPT_META] or "{}")
+
+
+# ONNX Runtime backend ------------------------------------------------------------------------------------
+
+
+def _providers(device: torch.device) -> list[str]:
+    """CUDA first when asked for a CUDA device and this onnxruntime build has it; the CPU always as fallback."""
+    import onnxruntime as ort
+
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _session(model: str | Path | bytes, *, threads: int | None = None, device: torch.device | None = None) -> Any:
+    """An onnxruntime InferenceSession for a file or serialised model."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=_providers(device or torch.device("cpu")))
+
+
+def _run_session(session: Any, lq: torch.Tensor) -> torch.Tensor:
+    """(N, 3, h, w) tensor -> the session's first output as a float32 CPU tensor."""
+    x = np.ascontiguousarray(lq.detach().to("cpu", torch.float32).numpy())
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    return torch.from_numpy(out)
+
+
+class OnnxGenerator(nn.Module):
+    """An ONNX generator run by ONNX Runtime behind the nn.Module interface (.scale, (N,3,h,w) -> (N,3,sh,sw))."""
+
+    def __init__(self, path: str | Path, *, device: torch.device | None = None, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model {self.path} not found")
+        try:
+            self.session = _session(self.path, threads=threads, device=device)
+        except Exception as err:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({err})") from err
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            shapes = [i.shape for i in inputs]
+            raise ValueError(f"{self.path}: expected one (N, 3, H, W) image input, got inputs of shapes {shapes}")
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else self._probe_scale()
+
+    def _probe_scale(self) -> int:
+        """The factor of a foreign ONNX file without srkit metadata: run a 16x16 input and look."""
+        out = self.forward(torch.zeros(1, 3, 16, 16))
+        scale = out.shape[-1] // 16
+        if scale < 1 or tuple(out.shape[-2:]) != (16 * scale, 16 * scale):
+            raise ValueError(f"{self.path}: output {tuple(out.shape)} for a 16x16 input is not an integer upscale")
+        return int(scale)
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        try:
+            out = _run_session(self.session, lq)
+        except Exception as err:  # onnxruntime raises its own types; keep the file name in the message
+            raise RuntimeError(f"ONNX Runtime failed on {self.path.name} with input {tuple(lq.shape)}: {err}") from err
+        return out.to(lq.device)
+
+
+def onnx_cache_dir() -> Path:
+    """Where on-the-fly ONNX exports are kept: $SRKIT_CACHE/onnx, else ~/.cache/srkit/onnx."""
+    root = os.environ.get("SRKIT_CACHE")
+    return Path(root).expanduser() / "onnx" if root else Path.home() / ".cache" / "srkit" / "onnx"
+
+
+def cached_onnx(name_or_path: str | Path, *, scale: int = 4, cache_dir: Path | None = None) -> Path:
+    """The ONNX export of a model, made once and reused: keyed by the weights' bytes, torch version and opset."""
+    name = str(name_or_path)
+    path = shipped_models().get(name, Path(name))
+    if name != "bicubic" and not path.is_file():
+        raise FileNotFoundError(f"model {name!r} is neither a shipped model nor a weights file")
+    digest = hashlib.sha256(f"{torch.__version__}|{ONNX_OPSET}|{scale}".encode())
+    if name != "bicubic":
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    out = (cache_dir or onnx_cache_dir()) / f"{Path(name).stem}-{digest.hexdigest()[:16]}.onnx"
+    if not out.is_file():
+        export_model(name_or_path, out, format="onnx", scale=scale)
+    return out
+
+
+def load_onnx_generator(
+    name_or_path: str | Path,
+    *,
+    scale: int = 4,
+    device: torch.device | None = None,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+) -> OnnxGenerator:
+    """An .onnx file, or any model load_model accepts exported on the fly (cached), run by ONNX Runtime."""
+    path = Path(name_or_path)
+    if path.suffix.lower() != ".onnx":
+        path = cached_onnx(name_or_path, scale=scale, cache_dir=cache_dir)
+    return OnnxGenerator(path, device=device, threads=threads)

@@ -1,0 +1,227 @@
+"""Export to ONNX / TorchScript / safetensors, and the ONNX Runtime backend, against the PyTorch model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from srkit import io
+from srkit.cli import main
+from srkit.export import (
+    OnnxGenerator,
+    cached_onnx,
+    export_model,
+    load_torchscript,
+    onnx_bytes,
+    torchscript_bytes,
+)
+from srkit.inference import upscale_tiled
+from srkit.models import build_generator, load_model, read_metadata, save_weights
+
+CPU = torch.device("cpu")
+TINY = {"width": 8, "num_blocks": 2, "scale": 4}
+SIZES = [(1, 3, 20, 28), (2, 3, 33, 17)]
+
+
+def _trained_tiny(seed: int = 0) -> nn.Module:
+    """A tiny SRResNet with random weights and non-trivial BatchNorm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = build_generator("srresnet", **TINY)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two float batches in [0, 1] (peak 1), no quantisation: how close two runtimes are."""
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    return save_weights(_trained_tiny(), folder / "tiny.safetensors", arch="srresnet", arch_kwargs=TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_weights: Path) -> Path:
+    return export_model(tiny_weights, tiny_weights.with_suffix(".onnx"), format="onnx")
+
+
+# ONNX ---------------------------------------------------------------------------------------------------
+
+
+def test_onnx_file_is_valid_with_dynamic_batch_height_width(tiny_onnx: Path) -> None:
+    proto = onnx.load(str(tiny_onnx))
+    onnx.checker.check_model(proto, full_check=True)
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    (graph_input,) = proto.graph.input
+    dims = graph_input.type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["arch"] == "srresnet" and meta["scale"] == "4" and json.loads(meta["arch_kwargs"]) == TINY
+    assert [p.name for p in tiny_onnx.parent.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_onnxruntime_matches_pytorch_at_two_sizes(tiny_weights: Path, tiny_onnx: Path) -> None:
+    model = load_model(tiny_weights)
+    ort_model = OnnxGenerator(tiny_onnx, threads=1)
+    assert ort_model.scale == 4
+    g = torch.Generator().manual_seed(1)
+    for shape in SIZES:
+        lq = torch.rand(shape, generator=g)
+        with torch.no_grad():
+            expected = model(lq)
+        got = ort_model(lq)
+        assert got.shape == expected.shape
+        assert _psnr(got, expected) >= 50
+
+
+def test_onnxruntime_runs_the_tiled_path(tiny_weights: Path, tiny_onnx: Path) -> None:
+    lq = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(2))
+    expected = upscale_tiled(load_model(tiny_weights), lq, tile=24, overlap=8, device=CPU)
+    got = upscale_tiled(OnnxGenerator(tiny_onnx, threads=1), lq, tile=24, overlap=8, device=CPU, batch_tiles=3)
+    assert _psnr(got, expected) >= 50
+
+
+def test_paper_size_srresnet_onnx() -> None:
+    torch.manual_seed(0)
+    model = build_generator("srresnet").eval()  # 64 wide, 16 blocks: 1.5 M parameters
+    session_model = _onnx_generator_from_bytes(onnx_bytes(model))
+    for shape in [(1, 3, 12, 10), (1, 3, 9, 14)]:
+        lq = torch.rand(shape)
+        with torch.no_grad():
+            assert _psnr(session_model(lq), model(lq)) >= 50
+
+
+def _onnx_generator_from_bytes(data: bytes) -> OnnxGenerator:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.onnx"
+        path.write_bytes(data)
+        return OnnxGenerator(path, threads=1)  # the session holds the graph; the file may go
+
+
+# TorchScript and safetensors ----------------------------------------------------------------------------
+
+
+def test_torchscript_equals_pytorch_at_two_sizes(tiny_weights: Path, tmp_path: Path) -> None:
+    out = export_model(tiny_weights, tmp_path / "tiny.pt", format="torchscript")
+    module, meta = load_torchscript(out)
+    assert meta["arch"] == "srresnet" and meta["scale"] == "4"
+    model = load_model(tiny_weights)
+    for shape in SIZES:
+        lq = torch.rand(shape)
+        with torch.no_grad():
+            torch.testing.assert_close(module(lq), model(lq), atol=1e-6, rtol=0)
+
+
+def test_safetensors_export_round_trip(tiny_weights: Path, tmp_path: Path) -> None:
+    out = export_model(tiny_weights, tmp_path / "copy.safetensors")  # format from the suffix
+    meta = read_metadata(out)
+    assert meta["arch"] == "srresnet" and json.loads(meta["arch_kwargs"]) == TINY and meta["scale"] == "4"
+    lq = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(out)(lq), load_model(tiny_weights)(lq), atol=0, rtol=0)
+    bicubic = export_model("bicubic", tmp_path / "bicubic.safetensors")
+    assert read_metadata(bicubic)["arch"] == "bicubic"
+    torch.testing.assert_close(load_model(bicubic)(lq), load_model("bicubic")(lq), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_bicubic_graph_export_is_refused_with_the_reason(fmt: str, tmp_path: Path) -> None:
+    out = tmp_path / f"bicubic.{fmt}"
+    with pytest.raises(ValueError, match=r"bicubic baseline cannot be exported.*traced graph only works at the traced"):
+        export_model("bicubic", out, format=fmt)
+    assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_graph_that_bakes_its_trace_size_is_caught() -> None:
+    class Fixed(nn.Module):
+        """Upscales to the size of the first input it saw: a trace records that size as a constant."""
+
+        scale = 4
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            return torch.nn.functional.interpolate(x, size=(4 * h, 4 * w), mode="nearest")
+
+    with pytest.raises(ValueError, match=r"TorchScript graph gives shape .* trace size"):
+        torchscript_bytes(Fixed().eval())
+
+
+def test_export_does_not_move_or_change_the_model() -> None:
+    model = _trained_tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torchscript_bytes(model)
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+# command line -------------------------------------------------------------------------------------------
+
+
+def _png(path: Path, h: int, w: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_cli_export_and_upscale_with_onnxruntime(
+    tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", str(tiny_weights), "--format", "onnx", "-o", str(out)]) == 0
+    assert f"wrote {out} (onnx)" in capsys.readouterr().out
+    assert main(["export", str(tiny_weights), "-o", str(out)]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+    src = _png(tmp_path / "in" / "x.png", 30, 22, seed=3)
+    base = ["upscale", str(src), "--device", "cpu", "--tile", "16", "--tile-overlap", "8"]
+    assert main([*base, "-o", str(tmp_path / "torch"), "--model", str(tiny_weights)]) == 0
+    assert main([*base, "-o", str(tmp_path / "ort"), "--model", str(out), "--backend", "onnxruntime"]) == 0
+    monkeypatch.setenv("SRKIT_CACHE", str(tmp_path / "cache"))
+    argv = [*base, "-o", str(tmp_path / "ort2"), "--model", str(tiny_weights), "--backend", "onnxruntime"]
+    assert main(argv) == 0  # exported on the fly into the cache
+    cached = list((tmp_path / "cache" / "onnx").glob("tiny-*.onnx"))
+    assert len(cached) == 1
+    mtime = os.path.getmtime(cached[0])
+    assert main([*argv, "--overwrite"]) == 0 and os.path.getmtime(cached[0]) == mtime  # reused, not re-exported
+    ref = io.to_uint8(io.read_rgb(tmp_path / "torch" / "x.png")).astype(int)
+    for folder in ("ort", "ort2"):
+        got = io.to_uint8(io.read_rgb(tmp_path / folder / "x.png")).astype(int)
+        assert got.shape == (120, 88, 3) and np.abs(got - ref).max() <= 1, folder
+
+
+def test_cli_export_errors(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _png(tmp_path / "x.png", 8, 8, seed=4)
+    assert main(["export", "bicubic", "-o", str(tmp_path / "b.onnx")]) == 2
+    assert "bicubic baseline cannot be exported" in capsys.readouterr().err
+    assert main(["export", "bicubic", "-o", str(tmp_path / "b.zip")]) == 2
+    assert "cannot tell the export format" in capsys.readouterr().err
+    argv = ["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_onnx), "--device", "cpu"]
+    assert main(argv) == 2
+    assert "--backend onnxruntime" in capsys.readouterr().err
+    assert main([*argv, "--backend", "onnxruntime", "--precision", "bf16"]) == 2
+    assert "ONNX graphs run in float32" in capsys.readouterr().err
+
+
+def test_cached_onnx_refuses_unknown_models(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.safetensors"):
+        cached_onnx(tmp_path / "nope.safetensors", cache_dir=tmp_path)

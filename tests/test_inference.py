@@ -1,0 +1,301 @@
+"""Tiled inference: tiles blend back to the whole-image output; precision, memory bound, files and CLI options."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from srkit import io
+from srkit.cli import main
+from srkit.inference import (
+    OVERLAP,
+    TileOptions,
+    blend_window,
+    tile_starts,
+    upscale_files,
+    upscale_tiled,
+)
+from srkit.models import build_generator, save_weights
+
+CPU = torch.device("cpu")
+LEVEL = 1 / 255
+
+
+def _photo(n: int, h: int, w: int, *, seed: int = 0) -> torch.Tensor:
+    """(n, 3, h, w) in [0, 1]: smooth shapes plus fine noise, so tile edges cut through real structure."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, h // 6 + 2, w // 6 + 2, generator=g)
+    smooth = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    return (smooth + 0.1 * torch.randn(n, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def _random_srresnet(seed: int = 0, **kwargs: int) -> nn.Module:
+    """An SRResNet with random weights and random BatchNorm running statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = build_generator("srresnet", **kwargs)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            # Non-trivial running statistics: eval-mode BN must be used by every tile alike.
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+# tile geometry ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(53, 16, 4), (53, 20, 8), (37, 24, 6), (64, 16, 0), (10, 16, 4)]
+)
+def test_tile_starts_cover_with_full_size_tiles(length: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(length, tile, overlap)
+    size = min(tile, length)
+    assert starts[0] == 0 and starts[-1] + size == length  # the last tile is flush with the far edge
+    assert all(s >= 0 and s + size <= length for s in starts)  # every tile full-size, inside the image
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(0 < g <= tile - overlap for g in gaps)  # neighbours overlap by at least `overlap`
+    assert gaps[:-1] == [tile - overlap] * (len(gaps) - 1)  # only the last one is shifted
+
+
+@pytest.mark.parametrize(("length", "tile", "overlap"), [(53, 16, 4), (53, 20, 8), (37, 24, 6), (200, 64, 32)])
+def test_summed_blend_weight_is_never_small(length: int, tile: int, overlap: int) -> None:
+    scale = 4
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    starts = tile_starts(length, tile, overlap)
+    for s in starts:
+        w = blend_window(tile * scale, overlap * scale, ramp_start=s > 0, ramp_end=s + tile < length)
+        assert w.min() >= 0 and w.max() == 1
+        total[s * scale : (s + tile) * scale] += w
+    # >= 1 everywhere: some tile has full weight at every pixel; exactly 1 where only two ramps meet.
+    assert total.min() >= 1 - 1e-12
+    first_seam = slice(starts[1] * scale, tile * scale)
+    if starts[1] + tile < length:  # the second tile is not the shifted last one: ramps meet exactly
+        assert torch.allclose(total[first_seam], torch.ones_like(total[first_seam]))
+
+
+def test_blend_window_ignores_the_outer_quarter_of_a_cut() -> None:
+    w = blend_window(64, 16, ramp_start=True, ramp_end=False)
+    assert (w[:4] == 0).all() and (w[4:12] > 0).all() and (w[4:12] < 1).all() and (w[12:] == 1).all()
+    assert (w[4:12].diff() > 0).all()
+    assert (blend_window(64, 16, ramp_start=False, ramp_end=False) == 1).all()  # image edges: no ramp
+
+
+# tiled == whole -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", [16, 20, 24])
+@pytest.mark.parametrize("overlap", [4, 6, 8])
+def test_bicubic_tiled_matches_whole(tile: int, overlap: int) -> None:
+    model = build_generator("bicubic").eval()
+    lq = _photo(2, 37, 53)  # neither side a multiple of any tile
+    whole = upscale_tiled(model, lq, tile=None, device=CPU)
+    tiled = upscale_tiled(model, lq, tile=tile, overlap=overlap, device=CPU, batch_tiles=3)
+    assert tiled.shape == whole.shape == (2, 3, 148, 212)
+    diff = (tiled - whole).abs().max().item()
+    assert diff <= LEVEL
+    if overlap >= 8:
+        # Bicubic sees 2 LR pixels each side; from overlap 8 the ignored outer quarter (2 px) covers that.
+        assert diff <= 1e-6
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(48, 24), (56, 28), (64, 32)])
+def test_tiny_srresnet_tiled_matches_whole(tile: int, overlap: int) -> None:
+    # A tiny SRResNet still has a 9x9 head and tail: receptive field 4 + 2*2 + 1 + 1 + 0.5 + 1 = 11.5 LR px, and
+    # a crop changes outputs by ~3/255 at 4 px from the cut, so overlaps of 4-8 are too small for it (errors
+    # 3-8/255); here the ignored quarter is 6-8 px.
+    model = _random_srresnet(width=8, num_blocks=2)
+    lq = _photo(2, 70, 93, seed=1)
+    whole = upscale_tiled(model, lq, tile=None, device=CPU)
+    tiled = upscale_tiled(model, lq, tile=tile, overlap=overlap, device=CPU)
+    assert (tiled - whole).abs().max().item() <= LEVEL
+
+
+def test_tiled_is_exact_once_the_ignored_margin_covers_the_receptive_field() -> None:
+    # One block: receptive field 4 + 2 + 1 + 1 + 0.5 + 1 = 9.5 LR px < overlap / 4 = 10, so every pixel that
+    # gets weight is computed exactly as in the whole image: only float rounding remains.
+    model = _random_srresnet(width=8, num_blocks=1)
+    lq = _photo(1, 90, 130, seed=2)
+    whole = upscale_tiled(model, lq, tile=None, device=CPU)
+    tiled = upscale_tiled(model, lq, tile=80, overlap=40, device=CPU)
+    assert (tiled - whole).abs().max().item() <= 1e-5
+
+
+def test_paper_size_srresnet_default_overlap() -> None:
+    model = _random_srresnet()  # 64 wide, 16 blocks: receptive field 40 LR px
+    lq = _photo(1, 70, 90, seed=3)
+    whole = upscale_tiled(model, lq, tile=None, device=CPU)
+    # The default overlap with a tile small enough to cut this small image both ways.
+    tiled = upscale_tiled(model, lq, tile=2 * OVERLAP, overlap=OVERLAP, device=CPU)
+    assert (tiled - whole).abs().max().item() <= LEVEL
+
+
+def test_whole_image_path_equals_the_model() -> None:
+    model = _random_srresnet(width=8, num_blocks=2)
+    lq = _photo(3, 20, 24)
+    with torch.no_grad():
+        expected = model(lq).clamp(0, 1)
+    for tile in (None, 24, 1000):  # None, or a tile at least as large as the image: one forward pass
+        torch.testing.assert_close(upscale_tiled(model, lq, tile=tile, device=CPU, batch_tiles=2), expected)
+    single = upscale_tiled(model, lq[0], tile=8, overlap=2, device=CPU)
+    assert single.shape == (3, 80, 96)
+
+
+# options ------------------------------------------------------------------------------------------------
+
+
+class _Recorder(nn.Module):
+    """Nearest x2 upscaling that records the shape of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = 2
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def test_memory_is_bounded_by_the_tile_batch() -> None:
+    model = _Recorder()
+    lq = _photo(2, 50, 70)
+    calls: list[tuple[int, int]] = []
+    out = upscale_tiled(
+        model, lq, tile=16, overlap=4, device=CPU, batch_tiles=5, progress=lambda d, t: calls.append((d, t))
+    )
+    assert max(model.shapes) <= (5, 3, 16, 16) and all(s[1:] == (3, 16, 16) for s in model.shapes)
+    n_tiles = 2 * len(tile_starts(50, 16, 4)) * len(tile_starts(70, 16, 4))
+    assert sum(s[0] for s in model.shapes) == n_tiles
+    assert calls[-1] == (n_tiles, n_tiles) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    torch.testing.assert_close(out, F.interpolate(lq, scale_factor=2.0, mode="nearest"))  # exact for nearest
+
+
+def test_bf16_and_channels_last_on_cpu() -> None:
+    model = _random_srresnet(width=8, num_blocks=2)
+    lq = _photo(1, 30, 40)
+    fp32 = upscale_tiled(model, lq, tile=20, overlap=5, device=CPU, channels_last=False)
+    nhwc = upscale_tiled(model, lq, tile=20, overlap=5, device=CPU, channels_last=True)
+    torch.testing.assert_close(nhwc, fp32, atol=1e-5, rtol=0)
+    bf16 = upscale_tiled(model, lq, tile=20, overlap=5, device=CPU, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.float32 and 0 < (bf16 - fp32).abs().max() < 0.05  # it really ran in bf16
+    assert next(model.parameters()).dtype == torch.float32  # the model was not converted
+
+
+def test_bad_options_raise_clear_errors() -> None:
+    model = _random_srresnet(width=8, num_blocks=1)
+    lq = _photo(1, 30, 40)
+    with pytest.raises(ValueError, match="fp16 is for CUDA"):
+        upscale_tiled(model, lq, tile=20, overlap=4, device=CPU, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"overlap must be in \[0, tile / 2\]"):
+        upscale_tiled(model, lq, tile=20, overlap=11, device=CPU)
+    with pytest.raises(ValueError, match="tile must be a positive"):
+        upscale_tiled(model, lq, tile=0, device=CPU)
+    with pytest.raises(ValueError, match=r"expected a float RGB tensor"):
+        upscale_tiled(model, lq[:, :1], device=CPU)
+    with pytest.raises(ValueError, match="at most tile / 2 = 8"):
+        TileOptions(tile=16, overlap=9)
+    model.train()
+    with pytest.raises(ValueError, match=r"training mode and has BatchNorm: call model.eval\(\)"):
+        upscale_tiled(model, lq, tile=20, overlap=4, device=CPU)
+
+
+def test_model_with_wrong_output_size_is_named() -> None:
+    class Wrong(nn.Module):
+        scale = 4
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, scale_factor=2.0)
+
+    with pytest.raises(ValueError, match=r"expected \(1, 3, 64, 64\).*x4"):
+        upscale_tiled(Wrong(), torch.rand(1, 3, 16, 16), tile=None, device=CPU)
+
+
+# files and the command line -----------------------------------------------------------------------------
+
+
+def _write_png(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(path)
+    return path
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    """Three 12x16 images (one RGBA, one gray) and one 20x18: batches must split by size and keep each style."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    _write_png(folder / "a.png", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    _write_png(folder / "b.png", rng.integers(0, 256, (12, 16, 4), dtype=np.uint8))
+    _write_png(folder / "c.png", rng.integers(0, 256, (12, 16, 1), dtype=np.uint8))
+    _write_png(folder / "d.png", rng.integers(0, 256, (20, 18, 3), dtype=np.uint8))
+    return folder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_batched_small_images_match_one_by_one(small_folder: Path, tmp_path: Path) -> None:
+    model = _random_srresnet(width=8, num_blocks=2)
+    one = upscale_files(model, [small_folder], tmp_path / "one", device=CPU)
+    many = upscale_files(model, [small_folder], tmp_path / "many", device=CPU, batch_size=3)
+    assert not one.failed and not many.failed and len(many.written) == 4
+    for name, data in _files(tmp_path / "one").items():
+        a = io.read_image(tmp_path / "one" / name)
+        b = io.read_image(tmp_path / "many" / name)
+        assert (a.bit_depth, a.grayscale, a.alpha is None) == (b.bit_depth, b.grayscale, b.alpha is None), name
+        # Batched convolutions may round differently in the last float bit; never by a visible level.
+        assert np.abs(io.to_uint8(a.rgb).astype(int) - io.to_uint8(b.rgb).astype(int)).max() <= 1, name
+        assert len(data) > 0
+    with Image.open(tmp_path / "many" / "b.png") as im:
+        assert im.mode == "RGBA" and im.size == (64, 48)
+    with Image.open(tmp_path / "many" / "c.png") as im:
+        assert im.mode == "L"
+
+
+def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
+    model = _random_srresnet(width=8, num_blocks=2)
+    weights = save_weights(
+        model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs={"width": 8, "num_blocks": 2}
+    )
+    src = tmp_path / "in" / "x.png"
+    _write_png(src, (_photo(1, 40, 56)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    base = ["upscale", str(src), "--model", str(weights), "--device", "cpu"]
+    assert main([*base, "-o", str(tmp_path / "whole"), "--tile", "0"]) == 0
+    assert (
+        main([*base, "-o", str(tmp_path / "tiled"), "--tile", "24", "--tile-overlap", "12", "--tile-batch", "2"]) == 0
+    )
+    assert (
+        main([*base, "-o", str(tmp_path / "bf16"), "--tile", "24", "--tile-overlap", "8", "--precision", "bf16"]) == 0
+    )
+    whole = io.to_uint8(io.read_rgb(tmp_path / "whole" / "x.png")).astype(int)
+    tiled = io.to_uint8(io.read_rgb(tmp_path / "tiled" / "x.png")).astype(int)
+    bf16 = io.to_uint8(io.read_rgb(tmp_path / "bf16" / "x.png")).astype(int)
+    assert whole.shape == tiled.shape == bf16.shape == (160, 224, 3)
+    assert np.abs(whole - tiled).max() <= 1
+    assert np.abs(whole - bf16).mean() < 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "fp16"], "fp16 is for CUDA"),
+        (["--tile", "20"], "at most tile / 2 = 10, got 32"),
+        (["--tile", "-1"], "--tile must be >= 0"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+    ],
+)
+def test_cli_upscale_bad_options(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _write_png(tmp_path / "x.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--device", "cpu", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,11 @@ from PIL import Image, ImageOps
 from srkit.io import (
     IMAGE_SUFFIXES,
     ImageReadError,
+    ImageTooLargeError,
     LoadedImage,
+    decode_image,
+    encode_image,
+    image_size,
     list_images,
     read_image,
     read_rgb,
@@ -562,3 +566,54 @@ def test_save_like_refuses_source_path(tmp_path: Path) -> None:
 def test_loaded_image_size() -> None:
     img = LoadedImage(torch.zeros(3, 2, 7), None, 8, False, None)
     assert img.size == (7, 2)
+
+
+@pytest.mark.parametrize(("channels", "bit_depth"), [(3, 8), (4, 8), (1, 8), (3, 16), (4, 16)])
+def test_decode_image_from_bytes_matches_read_image(tmp_path: Path, channels: int, bit_depth: int) -> None:
+    rgb = _tensor(_noise(6, 5, 3))
+    alpha = _tensor(_noise(6, 5, 1, seed=1)) if channels == 4 else None
+    path = write_image(tmp_path / "x.png", rgb, alpha=alpha, bit_depth=bit_depth, grayscale=channels == 1)
+    from_file = read_image(path)
+    from_bytes = decode_image(path.read_bytes(), name="upload.png")
+    assert torch.equal(from_bytes.rgb, from_file.rgb)
+    assert (from_bytes.alpha is None) == (from_file.alpha is None)
+    if from_file.alpha is not None:
+        assert from_bytes.alpha is not None and torch.equal(from_bytes.alpha, from_file.alpha)
+    assert (from_bytes.bit_depth, from_bytes.grayscale) == (from_file.bit_depth, from_file.grayscale)
+    assert from_bytes.path is None  # nothing on disk to point at
+
+
+def test_encode_image_is_what_write_image_writes(tmp_path: Path) -> None:
+    rgb, alpha = _tensor(_noise(4, 7)), _tensor(_noise(4, 7, 1, seed=2))
+    for bit_depth in (8, 16):
+        path = write_image(tmp_path / f"x{bit_depth}.png", rgb, alpha=alpha, bit_depth=bit_depth)
+        assert encode_image(rgb, suffix=".png", alpha=alpha, bit_depth=bit_depth) == path.read_bytes()
+    with pytest.raises(ValueError, match=r"cannot encode \.jpg: .*alpha"):
+        encode_image(rgb, suffix=".jpg", alpha=alpha)
+
+
+def test_image_size_reads_the_header_only() -> None:
+    # A PNG's signature and IHDR (declaring 3000 x 2000), then IEND with no pixel data at all.
+    header = cv2.imencode(".png", np.zeros((2000, 3000), np.uint8))[1].tobytes()[:33] + b"\0\0\0\0IEND\xaeB`\x82"
+    assert image_size(header, name="big.png") == (3000, 2000)
+    with pytest.raises(ImageReadError, match=r"notes\.txt: not an image in a format srkit reads"):
+        image_size(b"hello", name="notes.txt")
+    with pytest.raises(ImageReadError, match=r"e\.png: the file is empty"):
+        image_size(b"", name="e.png")
+
+
+def test_decode_errors_name_the_upload() -> None:
+    data = cv2.imencode(".png", _noise(16, 16))[1].tobytes()
+    with pytest.raises(ImageReadError, match=r"cannot read image cut\.png: not a valid image or truncated"):
+        decode_image(data[: len(data) // 2], name="cut.png")
+    with pytest.raises(ImageReadError, match=r"e\.png: the file is empty"):
+        decode_image(b"", name="e.png")
+
+
+def test_decompression_bomb_is_image_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = cv2.imencode(".png", np.zeros((64, 64), np.uint8))[1].tobytes()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x 1000: Pillow refuses to open it
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.png: too many pixels"):
+        image_size(data, name="bomb.png")
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.png: too many pixels"):
+        decode_image(data, name="bomb.png")

@@ -331,6 +331,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """srkit serve: the upscaling HTTP API and web page, on 127.0.0.1 unless --host says otherwise."""
+    from srkit.serve import serve
+
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    serve(
+        host=args.host,
+        port=args.port,
+        models=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
+        max_upload_bytes=round(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        max_jobs=args.max_jobs,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
+        device=args.device,
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """srkit compare MODEL|WEIGHTS|RUN_DIR ...: one table (compare.md, compare.csv) and figures."""
+    from rich.progress import Progress
+
+    from srkit.compare import compare_models, format_table, parse_models, write_outputs
+    from srkit.device import pick_device
+    from srkit.evaluate import benchmark_images, resolve_set
+    from srkit.metrics import LPIPS
+
+    device = pick_device(args.device)
+    specs = parse_models(args.models)
+    sets = [resolve_set(s.strip(), data_dir=args.data_dir) for s in args.sets.split(",") if s.strip()]
+    if not sets:
+        raise ValueError(f"--sets names no set: {args.sets!r}")
+    lpips_model = None if args.lpips == "none" else LPIPS(args.lpips, data_dir=args.data_dir).to(device)
+    out_dir = Path(args.out)
+    total = sum(len(benchmark_images(folder)) for _, folder in sets)
+    console = _console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"{len(specs)} model(s) x {len(sets)} set(s)", total=total)
+        result = compare_models(
+            specs,
+            sets,
+            scale=args.scale,
+            device=device,
+            lpips_model=lpips_model,
+            lpips_net=args.lpips,
+            figure_images=args.figure_images,
+            on_image=functools.partial(_advance, progress, task),
+        )
+    write_outputs(result, out_dir)
+    console.print(format_table(result))
+    console.print(
+        f"table: {out_dir / 'compare.md'}  long CSV: {out_dir / 'compare.csv'}  figures: {out_dir / 'figures'}"
+    )
+    return 0
+
+
+def cmd_viz_features(args: argparse.Namespace) -> int:
+    """srkit viz features --model M --image IMG -o OUT.png: VGG feature maps of SR vs HR."""
+    from srkit.device import pick_device
+    from srkit.viz import visualize_features
+
+    out = visualize_features(
+        model=args.model,
+        image=args.image,
+        out=args.output,
+        layer=args.layer,
+        arch=args.arch,
+        channels=args.channels,
+        order=args.select,
+        scale=args.scale,
+        device=pick_device(args.device),
+        data_dir=args.data_dir,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """srkit summary MODEL [--input HxW]: layer table, totals, markdown and a block diagram."""
+    from srkit.summary import format_table, parse_size, run_summary
+
+    summary, paths = run_summary(
+        args.model,
+        input_size=parse_size(args.input) if args.input else None,
+        out_dir=Path(args.out),
+        depth=args.depth,
+        scale=args.scale,
+    )
+    console = _console()
+    console.print(format_table(summary))
+    console.print("wrote " + "  ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every srkit command."""
     parser = argparse.ArgumentParser(prog="srkit", description="4x single-image super-resolution toolkit")
@@ -481,6 +577,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="all", help="comma-separated models to compare (default: all)")
     common(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="HTTP API and web page for upscaling (http://127.0.0.1:8000/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--models", default=None, help="comma-separated models to offer (default: all `srkit models`)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MB (default 20)")
+    p.add_argument("--max-pixels", type=int, default=4_000_000, help="largest input, width x height (default 4000000)")
+    p.add_argument("--max-jobs", type=int, default=1, help="upscales running at once (default 1)")
+    p.add_argument("--max-queue", type=int, default=2, help="upscales waiting for a worker; more get 503 (default 2)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request before a 504 (default 120)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare models on benchmark sets: one markdown table, a long CSV and LR/bicubic/SR/HR figures",
+        description="Each MODEL is a shipped name (bicubic, ...), a .safetensors file or a run folder (its "
+        "checkpoints/best_{psnr,ssim,lpips}.safetensors); LABEL=MODEL names a row.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model name, weights file or run folder; LABEL=MODEL")
+    p.add_argument("--sets", default="Set5,Set14,BSD100", help="comma-separated set names or folders of HR images")
+    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
+    p.add_argument("--figure-images", type=int, default=2, help="figures for the first N images of each set")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    common(p)
+    p.set_defaults(func=cmd_compare)
+
+    viz = sub.add_parser("viz", help="figures: VGG feature maps of SR vs HR")
+    viz_sub = viz.add_subparsers(dest="viz_command", required=True, metavar="VIZ_COMMAND")
+    p = viz_sub.add_parser("features", help="VGG feature maps of a model's SR and the HR image, side by side")
+    p.add_argument("--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file")
+    p.add_argument("--image", required=True, help="an HR image (cropped to a multiple of the scale)")
+    p.add_argument("--layer", default="relu2_2", help="VGG layer, e.g. relu2_2, conv5_4 (default relu2_2)")
+    p.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"], help="VGG variant (default vgg16)")
+    p.add_argument("--channels", type=int, default=16, help="feature maps to draw (default 16)")
+    p.add_argument("--select", default="active", choices=["active", "first"], help="most active or first channels")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("-o", "--output", required=True, help="output PNG")
+    common(p)
+    p.set_defaults(func=cmd_viz_features)
+
+    p = sub.add_parser("summary", help="layer table (shapes, parameters, FLOPs) and a block diagram of a network")
+    p.add_argument(
+        "model", help="generator or discriminator arch (srresnet, srgan_discriminator, ...), model name or weights"
+    )
+    p.add_argument("--input", default=None, help="input HxW (default 24x24; discriminators 96x96 or their size)")
+    p.add_argument("--out", default="runs/summary", help="output folder (default runs/summary)")
+    p.add_argument("--depth", type=int, default=2, help="module nesting depth shown in the table (default 2)")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.set_defaults(func=cmd_summary)
     return parser
 
 

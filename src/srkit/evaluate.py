@@ -65,6 +65,21 @@ def super_resolve(model: nn.Module, lq: torch.Tensor, *, device: torch.device) -
         return model(x)[0].clamp(0, 1).to("cpu", torch.float64)
 
 
+def benchmark_images(folder: Path) -> list[Path]:
+    """The HR images of a benchmark folder, sorted; MissingDataError when there are none."""
+    paths = io.list_images([folder])
+    if not paths:
+        raise MissingDataError(f"no images in benchmark folder {folder}")
+    return paths
+
+
+def load_pair(path: Path, *, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gt, lq) of one HR file under the protocol: modcrop, MATLAB bicubic, 8-bit LR; float64 (3, H, W)."""
+    # HR files are 8-bit: snap to the exact k/255 grid in float64 before degrading.
+    gt = modcrop(quantize(io.read_rgb(path).to(torch.float64)), scale)
+    return gt, bicubic_degrade(gt, scale)
+
+
 def score_folder(
     model: nn.Module,
     set_name: str,
@@ -78,13 +93,8 @@ def score_folder(
     on_image: Callable[[str], None] | None = None,
 ) -> Iterator[ImageScore]:
     """Degrade each HR image (modcrop, MATLAB bicubic, 8-bit LR), super-resolve it and score it."""
-    paths = io.list_images([folder])
-    if not paths:
-        raise MissingDataError(f"no images in benchmark folder {folder}")
-    for path in paths:
-        # HR files are 8-bit: snap to the exact k/255 grid in float64 before degrading.
-        gt = modcrop(quantize(io.read_rgb(path).to(torch.float64)), scale)
-        lq = bicubic_degrade(gt, scale)
+    for path in benchmark_images(folder):
+        gt, lq = load_pair(path, scale=scale)
         sr = super_resolve(model, lq, device=device)
         if sr.shape != gt.shape:
             raise ValueError(f"{path}: model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")

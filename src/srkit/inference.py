@@ -275,6 +275,7 @@ def upscale_image(
     *,
     device: torch.device,
     options: TileOptions | None = None,
+    progress: TileProgress | None = None,
 ) -> io.LoadedImage:
     """Super-resolve the colour with the model; upscale alpha separately with bicubic (no model sees it)."""
     opts = options or TileOptions()
@@ -287,6 +288,7 @@ def upscale_image(
         dtype=opts.dtype,
         batch_tiles=opts.batch_tiles,
         channels_last=opts.channels_last,
+        progress=progress,
     )
     return io.LoadedImage(rgb, _upscale_alpha(image.alpha, model_scale(model)), image.bit_depth, image.grayscale, None)
 

@@ -50,6 +50,10 @@ class ImageReadError(ValueError):
         return f"cannot read image {self.path}: {self.reason}"
 
 
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than allowed (a caller's limit or Pillow's decompression-bomb guard)."""
+
+
 @dataclass
 class LoadedImage:
     """A decoded image plus what is needed to write a result in the same style."""
@@ -76,24 +80,56 @@ def read_image(path: str | Path) -> LoadedImage:
     # Opened by us first so permission errors surface as themselves, not as "cannot decode".
     with open(path, "rb") as f:
         head = f.read(32)
+    return _load(path, head, name=path)
+
+
+def decode_image(data: bytes, *, name: str) -> LoadedImage:
+    """Like read_image, for an encoded image held in memory (an upload); errors name it `name`."""
+    return _load(data, data[:32], name=Path(name))
+
+
+def image_size(data: bytes, *, name: str) -> tuple[int, int]:
+    """(width, height) of an encoded image from its header alone, without decoding the pixels."""
+    if not data:
+        raise ImageReadError(name, "the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Between 1x and 2x Pillow's limit it only warns; the size is all we want here, so stay quiet.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(name, f"too many pixels, refusing to decode ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        # Its own message names the in-memory buffer object, which means nothing to whoever sent the file.
+        kinds = ", ".join(sorted(set(_PIL_FORMATS.values())))
+        raise ImageReadError(name, f"not an image in a format srkit reads ({kinds})") from exc
+    except Exception as exc:
+        # Broken headers make Pillow raise assorted types (SyntaxError, struct.error, OSError, ...).
+        raise ImageReadError(name, f"not a valid image ({type(exc).__name__}: {exc})") from exc
+    return int(width), int(height)
+
+
+def _load(source: Path | bytes, head: bytes, *, name: Path) -> LoadedImage:
+    """Decode a file or in-memory bytes; every failure is an ImageReadError naming `name`."""
     if not head:
-        raise ImageReadError(path, "the file is empty (0 bytes)")
+        raise ImageReadError(name, "the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those inputs too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            arr, maxval, grayscale = _decode(path, head)
+            arr, maxval, grayscale = _decode(source, head)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(path, f"too many pixels, refusing to decode ({exc})") from exc
+        raise ImageTooLargeError(name, f"too many pixels, refusing to decode ({exc})") from exc
     except Exception as exc:
         # Corrupt data makes Pillow/OpenCV raise many types (OSError, SyntaxError, struct.error, ...).
-        raise ImageReadError(path, f"not a valid image or truncated ({type(exc).__name__}: {exc})") from exc
+        raise ImageReadError(name, f"not a valid image or truncated ({type(exc).__name__}: {exc})") from exc
     t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32))
     t = t.div_(maxval).clamp_(0.0, 1.0)
     channels = t.shape[0]
     rgb = t[:1].expand(3, -1, -1).contiguous() if channels <= 2 else t[:3]
     alpha = t[channels - 1 :] if channels in (2, 4) else None
-    return LoadedImage(rgb, alpha, 16 if maxval == 65535 else 8, grayscale, path)
+    return LoadedImage(rgb, alpha, 16 if maxval == 65535 else 8, grayscale, name if isinstance(source, Path) else None)
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
@@ -101,11 +137,11 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     return read_image(path).rgb
 
 
-def _decode(path: Path, head: bytes) -> tuple[np.ndarray, int, bool]:
+def _decode(source: Path | bytes, head: bytes) -> tuple[np.ndarray, int, bool]:
     """Decode to an (H, W, C) integer array (C in 1..4), its full-scale value and whether it is gray."""
-    with Image.open(path) as im:
+    with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as im:
         if _is_16bit(im, head):
-            return _decode_16bit(path, im)
+            return _decode_16bit(source, im)
         im.load()  # decode now so truncated or corrupt data fails here, not lazily later
         ImageOps.exif_transpose(im, in_place=True)
         grayscale = im.mode in _GRAY_MODES
@@ -128,10 +164,11 @@ def _is_16bit(im: Image.Image, head: bytes) -> bool:
     return False
 
 
-def _decode_16bit(path: Path, im: Image.Image) -> tuple[np.ndarray, int, bool]:
+def _decode_16bit(source: Path | bytes, im: Image.Image) -> tuple[np.ndarray, int, bool]:
     """Decode 16-bit PNG/TIFF data with OpenCV, in RGB(A) order and EXIF-oriented."""
     # imdecode rather than imread: imread cannot open non-ASCII paths on Windows.
-    arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    encoded = np.fromfile(source, dtype=np.uint8) if isinstance(source, Path) else np.frombuffer(source, np.uint8)
+    arr = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError("OpenCV could not decode the 16-bit image data")
     if arr.dtype != np.uint16:
@@ -205,8 +242,26 @@ def write_image(
 ) -> Path:
     """Atomically write an RGB tensor (plus optional alpha) to `path`, format chosen by suffix."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    where = f"cannot write {path}"
+    data = encode_image(
+        rgb, suffix=path.suffix, alpha=alpha, bit_depth=bit_depth, grayscale=grayscale, quality=quality, name=str(path)
+    )
+    atomic_write(path, data)
+    return path
+
+
+def encode_image(
+    rgb: torch.Tensor,
+    *,
+    suffix: str = ".png",
+    alpha: torch.Tensor | None = None,
+    bit_depth: int = 8,
+    grayscale: bool = False,
+    quality: int = 95,
+    name: str | None = None,
+) -> bytes:
+    """Encode an RGB tensor (plus optional alpha) as the bytes of a `suffix` file, e.g. ".png"."""
+    suffix = suffix.lower()
+    where = f"cannot write {name}" if name else f"cannot encode {suffix or 'an image without a suffix'}"
     if suffix not in IMAGE_SUFFIXES:
         allowed = ", ".join(sorted(IMAGE_SUFFIXES))
         raise ValueError(f"{where}: unknown image suffix {suffix!r}, expected one of {allowed}")
@@ -225,9 +280,7 @@ def write_image(
             raise ValueError(f"{where}: alpha of shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape)}")
         channels = torch.cat([channels, alpha.detach().to("cpu", torch.float32).reshape(1, *rgb.shape[1:])])
     arr = _quantize(channels, 65535 if bit_depth == 16 else 255)
-    data = _encode_16bit(arr, suffix, where) if bit_depth == 16 else _encode_8bit(arr, suffix, quality)
-    atomic_write(path, data)
-    return path
+    return _encode_16bit(arr, suffix, where) if bit_depth == 16 else _encode_8bit(arr, suffix, quality)
 
 
 def _to_gray(rgb: torch.Tensor) -> torch.Tensor:

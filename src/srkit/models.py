@@ -96,6 +96,14 @@ def load_model(name_or_path: str | Path, *, scale: int = 4, device: str | torch.
     return model.to(device).eval()
 
 
+def display_name(name_or_path: str | Path) -> str:
+    """A short label: a model's name, a weights file's stem, RUN:best_psnr for a run's checkpoint."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        return str(name_or_path)
+    return f"{path.parent.parent.name}:{path.stem}" if path.parent.name == "checkpoints" else path.stem
+
+
 def model_scale(model: nn.Module) -> int:
     """The upscaling factor a generator was built for."""
     scale = getattr(model, "scale", None)

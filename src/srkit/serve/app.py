@@ -1,0 +1,398 @@
+"""The HTTP API and web page of `srkit serve`: upload an image, get the upscaled PNG back.
+
+Every error is JSON `{"detail": "..."}` naming the limit or the input that was refused, so the page (and curl)
+can show it as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import torch
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from srkit import __version__, io
+from srkit.inference import TILE, TileOptions, upscale_image
+from srkit.models import available_models, load_model, model_scale
+from srkit.serve.jobs import Busy, Cancelled, JobRunner, JobTimeout, ModelCache, ModelLoader
+
+MB = 1024 * 1024
+MAX_UPLOAD_BYTES = 20 * MB
+# 2000 x 2000 in -> 8000 x 8000 out: the float32 output alone is 768 MB (see inference.TILE for measured peaks).
+MAX_PIXELS = 4_000_000
+# One upscale at a time by default: a tiled upscale already keeps every CPU core busy.
+MAX_JOBS = 1
+MAX_QUEUE = 2
+TIMEOUT_S = 120.0
+# Multipart framing around the file (boundaries, part headers, the model and tile fields) allowed on top of
+# max_upload_bytes before the body is cut off; the file itself is then checked against max_upload_bytes exactly.
+FORM_OVERHEAD_BYTES = 64 * 1024
+# Tiles smaller than 64 could not hold the default overlap of 32 (overlap <= tile / 2); larger than 1024 would let
+# a client ask for a whole large image in one forward pass.
+TILE_RANGE = (64, 1024)
+STATIC_DIR = Path(__file__).parent / "static"
+
+_ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+class Health(BaseModel):
+    """GET /api/health."""
+
+    status: str
+    version: str
+    device: str
+    jobs_running: int
+    jobs_waiting: int
+    max_jobs: int
+    max_queue: int
+    max_upload_bytes: int
+    max_pixels: int
+    timeout_s: float
+
+
+class ModelInfo(BaseModel):
+    """One entry of GET /api/models."""
+
+    name: str
+    scale: int
+    params: int
+    description: str
+
+
+@dataclass(frozen=True)
+class _Upscaled:
+    """What a job hands back to the request: the encoded PNG and the sizes."""
+
+    png: bytes
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    scale: int
+
+
+def create_app(
+    *,
+    models: list[str] | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_jobs: int = MAX_JOBS,
+    max_queue: int = MAX_QUEUE,
+    timeout_s: float = TIMEOUT_S,
+    device: str | torch.device = "cpu",
+    model_loader: ModelLoader | None = None,
+) -> FastAPI:
+    """The FastAPI app: /api/health, /api/models, /api/upscale, the page at /, docs at /docs.
+
+    Args:
+        models: names offered to clients (default: every model `srkit models` lists).
+        max_pixels: largest input (width x height), checked from the image header before decoding.
+        max_jobs / max_queue: upscales running at once / waiting for a worker; more get 503.
+        timeout_s: longest a request waits for and runs its upscale before it gets 504.
+        model_loader: name -> model in eval mode (default: srkit.models.load_model on `device`); for tests.
+    """
+    if max_upload_bytes < 1:
+        raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+    device = torch.device(device)
+    names = list(models) if models is not None else available_models()
+    if not names:
+        raise ValueError("srkit serve needs at least one model to offer, got an empty list")
+    if model_loader is None:
+        _check_models(names)
+        model_loader = functools.partial(load_model, device=device)
+    runner = JobRunner(max_jobs=max_jobs, max_queue=max_queue)
+    cache = ModelCache(model_loader)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.close()  # on shutdown: running jobs stop at their next tile, waiting ones never start
+
+    app = FastAPI(
+        title="srkit",
+        version=__version__,
+        description="4x super-resolution: upload an image, get the upscaled PNG. Errors are JSON {detail}.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        _BodyLimit, max_body_bytes=max_upload_bytes + FORM_OVERHEAD_BYTES, limit_text=_mb(max_upload_bytes)
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default detail is a list of dicts; one readable line keeps every error {"detail": str}.
+        return JSONResponse(status_code=422, content={"detail": _validation_text(exc)})
+
+    @app.get("/api/health", response_model=Health)
+    async def health() -> Health:
+        """Liveness plus how busy the server is and its limits."""
+        running, waiting = runner.counts()
+        return Health(
+            status="ok",
+            version=__version__,
+            device=str(device),
+            jobs_running=running,
+            jobs_waiting=waiting,
+            max_jobs=runner.max_jobs,
+            max_queue=runner.max_queue,
+            max_upload_bytes=max_upload_bytes,
+            max_pixels=max_pixels,
+            timeout_s=timeout_s,
+        )
+
+    @app.get("/api/models", response_model=list[ModelInfo])
+    def list_models() -> list[ModelInfo]:
+        """The models a client may pick; each is loaded (once, then cached) to report its scale and size."""
+        # A plain def: FastAPI runs it on a worker thread, so a first load does not block the event loop.
+        infos = []
+        for name in names:
+            try:
+                infos.append(_describe(name, cache.get(name)))
+            except (OSError, ValueError, RuntimeError) as err:
+                raise HTTPException(500, f"model {name!r} could not be loaded: {err}") from err
+        return infos
+
+    @app.post(
+        "/api/upscale",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {}}, "description": "the upscaled image, PNG (16-bit and alpha kept)"},
+            400: {"description": "the upload is not a readable image"},
+            413: {"description": "the upload has too many bytes or pixels"},
+            422: {"description": "unknown model or bad tile size"},
+            503: {"description": "all workers busy and the queue full; see Retry-After"},
+            504: {"description": "the upscale took longer than the server's timeout"},
+        },
+    )
+    async def upscale(
+        file: Annotated[UploadFile, File(description="the image to upscale (PNG, JPEG, WebP, BMP or TIFF)")],
+        model: Annotated[str | None, Form(description="a name from /api/models (default: the first)")] = None,
+        tile: Annotated[int | None, Form(description=f"LR tile side in pixels, {TILE_RANGE} (default {TILE})")] = None,
+    ) -> Response:
+        """Upscale one image; the body is the PNG, headers X-Output-Width/-Height and X-Elapsed-Seconds."""
+        model_name = names[0] if model is None or model == "" else model
+        if model_name not in names:
+            raise HTTPException(422, f"unknown model {model_name!r}; this server offers: {', '.join(names)}")
+        if tile is not None and not TILE_RANGE[0] <= tile <= TILE_RANGE[1]:
+            raise HTTPException(422, f"tile must be in {TILE_RANGE[0]}..{TILE_RANGE[1]} LR pixels, got {tile}")
+        filename = file.filename or "upload"
+        # At most one byte past the limit is read: enough to know the file is too large, never unbounded.
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload {filename!r} is larger than max_upload_bytes = {_mb(max_upload_bytes)}")
+        try:
+            # The header alone, before any pixel is decoded: a small file can declare a huge image.
+            width, height = io.image_size(data, name=filename)
+        except io.ImageTooLargeError as err:
+            raise HTTPException(413, f"{err}; this server accepts at most max_pixels = {max_pixels}") from err
+        except io.ImageReadError as err:
+            raise HTTPException(400, str(err)) from err
+        if width * height > max_pixels:
+            raise HTTPException(
+                413,
+                f"image {filename!r} is {width}x{height} = {width * height} pixels, "
+                f"more than max_pixels = {max_pixels}",
+            )
+        options = TileOptions(tile=TILE if tile is None else tile)
+
+        def work(cancel: threading.Event) -> _Upscaled:
+            return _upscale_bytes(
+                data, filename=filename, net=cache.get(model_name), device=device, options=options, cancel=cancel
+            )
+
+        try:
+            job = await runner.run(work, timeout_s=timeout_s)
+        except Busy as err:
+            raise HTTPException(
+                503,
+                f"server busy: {err.running} upscale(s) running and {err.waiting} waiting "
+                f"(max_jobs = {runner.max_jobs}, max_queue = {runner.max_queue}); retry in {err.retry_after_s} s",
+                headers={"Retry-After": str(err.retry_after_s)},
+            ) from err
+        except JobTimeout as err:
+            raise HTTPException(
+                504,
+                f"upscaling {filename!r} ({width}x{height}) with {model_name!r} took longer than "
+                f"timeout_s = {timeout_s:g} s; try a smaller image or a faster model",
+            ) from err
+        except io.ImageTooLargeError as err:
+            raise HTTPException(413, str(err)) from err
+        except io.ImageReadError as err:
+            raise HTTPException(400, str(err)) from err
+        except (OSError, ValueError, RuntimeError) as err:
+            # A model that fails to load or run (bad weights, wrong output shape, out of memory): say what broke.
+            raise HTTPException(500, f"upscaling {filename!r} with {model_name!r} failed: {err}") from err
+        result = job.value
+        out_name = _result_filename(filename, scale=result.scale, model=model_name)
+        return Response(
+            content=result.png,
+            media_type="image/png",
+            headers={
+                "Content-Disposition": _content_disposition(out_name),
+                "X-Model": model_name,
+                "X-Scale": str(result.scale),
+                "X-Input-Width": str(result.input_size[0]),
+                "X-Input-Height": str(result.input_size[1]),
+                "X-Output-Width": str(result.output_size[0]),
+                "X-Output-Height": str(result.output_size[1]),
+                "X-Elapsed-Seconds": f"{job.run_s:.3f}",
+                "X-Queue-Seconds": f"{job.wait_s:.3f}",
+            },
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _upscale_bytes(
+    data: bytes,
+    *,
+    filename: str,
+    net: torch.nn.Module,
+    device: torch.device,
+    options: TileOptions,
+    cancel: threading.Event,
+) -> _Upscaled:
+    """Decode, upscale and encode as PNG on a worker thread, the path `srkit upscale` takes for a file."""
+
+    def checkpoint(_done: int = 0, _total: int = 0) -> None:
+        if cancel.is_set():
+            raise Cancelled()  # the request gave up (timeout or disconnect): free the worker
+
+    image = io.decode_image(data, name=filename)
+    checkpoint()
+    result = upscale_image(net, image, device=device, options=options, progress=checkpoint)
+    checkpoint()
+    png = io.encode_image(
+        result.rgb, suffix=".png", alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale
+    )
+    return _Upscaled(png, input_size=image.size, output_size=result.size, scale=model_scale(net))
+
+
+def _check_models(names: list[str]) -> None:
+    """Fail at start-up, not at the first request, on a model name that cannot be loaded."""
+    known = available_models()
+    for name in names:
+        if name not in known and not Path(name).is_file():
+            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known)} or a .safetensors file")
+
+
+def _describe(name: str, net: torch.nn.Module) -> ModelInfo:
+    """Name, scale, parameter count and the first line of the architecture's docstring."""
+    doc = (type(net).__doc__ or type(net).__name__).strip().splitlines()[0].replace("`", "")
+    return ModelInfo(
+        name=name, scale=model_scale(net), params=sum(p.numel() for p in net.parameters()), description=doc
+    )
+
+
+def _result_filename(upload: str, *, scale: int, model: str) -> str:
+    """`<stem>_x4_<model>.png` from the upload's name (any folder part a client sent is dropped)."""
+    stem = PurePosixPath(upload.replace("\\", "/")).stem or "image"
+    return f"{stem}_x{scale}_{Path(model).stem}.png"
+
+
+def _content_disposition(filename: str) -> str:
+    """attachment; an ASCII filename for old clients plus the exact one as RFC 6266/5987 filename*."""
+    ascii_name = re.sub(r"[^A-Za-z0-9._+-]+", "_", filename)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+def _mb(nbytes: int) -> str:
+    """'20 MB (20971520 bytes)': a limit in both units, so neither needs converting."""
+    return f"{nbytes / MB:g} MB ({nbytes} bytes)" if nbytes >= MB else f"{nbytes} bytes"
+
+
+def _validation_text(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line: 'body.file: Field required; ...'."""
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{loc}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a request body over max_body_bytes, from Content-Length or counted as it arrives.
+
+    The multipart parser would otherwise spool any amount to a temporary file before the endpoint runs.
+    """
+
+    def __init__(self, app: _ASGIApp, *, max_body_bytes: int, limit_text: str) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.limit_text = limit_text
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._refuse(scope, send, f"the request body is {int(declared)} bytes")
+            return
+        received = 0
+        refused = False
+        response_started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes and not response_started:
+                    await self._refuse(scope, send, f"the request body passed {self.max_body_bytes} bytes")
+                    refused = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal response_started
+            if refused:
+                return  # the 413 went out already; drop the app's reply to the aborted read
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, scope: MutableMapping[str, Any], send: Callable[[Any], Awaitable[None]], what: str) -> None:
+        response = JSONResponse(
+            status_code=413,
+            content={"detail": f"upload too large: {what}; files may be up to max_upload_bytes = {self.limit_text}"},
+            headers={"Connection": "close"},
+        )
+        await response(scope, _no_receive, send)
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app's body read after the middleware has sent its 413."""
+
+
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}

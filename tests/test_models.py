@@ -168,3 +168,15 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_model_scale_requires_int_attribute() -> None:
     with pytest.raises(ValueError, match="Linear"):
         model_scale(torch.nn.Linear(2, 2))
+
+
+def test_default_model_is_the_shipped_srgan_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import srkit.models as models
+
+    monkeypatch.setattr(models, "SHIPPED_DIR", tmp_path)
+    assert models.default_model() == "bicubic"  # nothing shipped: the baseline
+    save_weights(SRResNet(width=8, num_blocks=1), tmp_path / "srresnet.safetensors", arch="srresnet", arch_kwargs={})
+    assert models.default_model() == "bicubic"  # an SRResNet alone is not the GAN default
+    save_weights(SRResNet(width=8, num_blocks=1), tmp_path / "srgan.safetensors", arch="srresnet", arch_kwargs={})
+    assert models.default_model() == "srgan"
+    assert models.available_models() == ["bicubic", "srgan", "srresnet"]

@@ -103,7 +103,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from srkit import io
     from srkit.device import pick_device
     from srkit.inference import OVERLAP, PRECISIONS, TILE, TileOptions, check_precision, upscale_files
+    from srkit.models import default_model
 
+    if args.model is None:
+        args.model = default_model()
     device = pick_device(args.device)
     tile = TILE if args.tile is None else args.tile
     if tile < 0:
@@ -453,8 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
     p.add_argument(
         "--model",
-        default="bicubic",
-        help="bicubic, a shipped model's name, a .safetensors file, or (with --backend onnxruntime) an .onnx file",
+        default=None,
+        help="bicubic, a shipped model's name, a .safetensors file, or (with --backend onnxruntime) an .onnx file "
+        "(default: the shipped srgan, else bicubic)",
     )
     p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
     p.add_argument("--suffix", default="", help="text added to each output file name, e.g. _x4")

@@ -65,6 +65,11 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.safetensors"))}
 
 
+def default_model() -> str:
+    """What `srkit upscale` uses without --model: the shipped SRGAN, else the bicubic baseline."""
+    return "srgan" if "srgan" in shipped_models() else "bicubic"
+
+
 def available_models() -> list[str]:
     """Names `load_model` accepts besides a file path."""
     return ["bicubic", *shipped_models()]

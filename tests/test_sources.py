@@ -133,3 +133,25 @@ def test_disk_cache_matches_memory_and_skips_decoding(
     b = PatchDataset(warm, scale=4, gt_size=32, seed=1)
     for k in range(5):
         assert all(torch.equal(x, y) for x, y in zip(a[k], b[k], strict=True))
+
+
+def test_training_images_in_odd_modes_become_rgb_pairs(tmp_path: Path) -> None:
+    """Gray, palette, RGBA, gray+alpha and 16-bit HR files train like RGB; a truncated one is skipped."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    rgb = np.asarray(Image.open(_png(tmp_path / "base.png", 48, 40, 7)))
+    Image.fromarray(rgb).convert("L").save(folder / "gray.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray(rgb).convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray(rgb).convert("LA").save(folder / "gray_alpha.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(folder / "deep16.png")
+    (folder / "truncated.png").write_bytes((folder / "gray.png").read_bytes()[:60])
+    pairs = load_pairs([folder], scale=4, min_size=32)
+    assert [p.name for p, _ in pairs.skipped] == ["truncated.png"]
+    assert "truncated.png" in str(pairs.skipped[0][0])
+    assert len(pairs.gt) == 5
+    for gt, lq in zip(pairs.gt, pairs.lq, strict=True):
+        assert torch.as_tensor(gt).dtype == torch.uint8 and tuple(gt.shape) == (3, 40, 48)
+        assert torch.as_tensor(lq).dtype == torch.uint8 and tuple(lq.shape) == (3, 10, 12)
+    gray = np.asarray(pairs.gt[[Path(n).name for n in pairs.names].index("gray.png")])
+    assert np.array_equal(gray[0], gray[2])  # gray stays gray in all three channels

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
+from imagegen import smooth_rgb
 from srkit import io
 from srkit.archs import (
     DISCRIMINATORS,
@@ -232,15 +232,6 @@ def test_pixelshuffle_generator() -> None:
 # recipes --------------------------------------------------------------------------------------------------
 
 
-def _smooth(h: int, w: int, seed: int) -> np.ndarray:
-    """A smooth random uint8 (h, w, 3) image with some fine noise."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3), dtype=np.uint8)
-    bands = [np.asarray(Image.fromarray(coarse[:, :, c]).resize((w, h), Image.Resampling.BICUBIC)) for c in range(3)]
-    img = np.stack(bands, -1).astype(np.int16) + rng.integers(-8, 9, (h, w, 3))
-    return img.clip(0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """train/: 3 images large enough for ESRGAN's 128 px crops; val/: 2 of 48x48."""
@@ -249,9 +240,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train.mkdir()
     val.mkdir()
     for i, (h, w) in enumerate([(136, 136), (144, 160), (128, 140)]):
-        Image.fromarray(_smooth(h, w, i)).save(train / f"img{i}.png")
+        Image.fromarray(smooth_rgb(h, w, i)).save(train / f"img{i}.png")
     for i in range(2):
-        Image.fromarray(_smooth(48, 48, 10 + i)).save(val / f"val{i}.png")
+        Image.fromarray(smooth_rgb(48, 48, 10 + i)).save(val / f"val{i}.png")
     return {"train": train, "val": val}
 
 

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from imagegen import smooth_rgb
 from srkit import io
 from srkit.cli import main
 from srkit.config import Config, load_config
@@ -53,15 +54,6 @@ def _one_thread() -> Iterator[None]:
 # data and recipes -----------------------------------------------------------------------------------------
 
 
-def _smooth(h: int, w: int, seed: int) -> np.ndarray:
-    """A smooth random uint8 (h, w, 3) image with some detail (coarse noise upsampled, plus fine noise)."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3), dtype=np.uint8)
-    bands = [np.asarray(Image.fromarray(coarse[:, :, c]).resize((w, h), Image.Resampling.BICUBIC)) for c in range(3)]
-    img = np.stack(bands, -1).astype(np.int16) + rng.integers(-8, 9, (h, w, 3))
-    return img.clip(0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """train/: 6 usable PNGs (64x64, 80x48), one corrupt file, one image smaller than the crop; val/: 2 of 48x48."""
@@ -70,12 +62,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train.mkdir()
     val.mkdir()
     for i in range(3):
-        Image.fromarray(_smooth(64, 64, i)).save(train / f"square{i}.png")
-        Image.fromarray(_smooth(48, 80, 10 + i)).save(train / f"wide{i}.png")
+        Image.fromarray(smooth_rgb(64, 64, i)).save(train / f"square{i}.png")
+        Image.fromarray(smooth_rgb(48, 80, 10 + i)).save(train / f"wide{i}.png")
     (train / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
-    Image.fromarray(_smooth(20, 20, 30)).save(train / "small.png")
+    Image.fromarray(smooth_rgb(20, 20, 30)).save(train / "small.png")
     for i in range(2):
-        Image.fromarray(_smooth(48, 48, 40 + i)).save(val / f"val{i}.png")
+        Image.fromarray(smooth_rgb(48, 48, 40 + i)).save(val / f"val{i}.png")
     return {"train": train, "val": val}
 
 
@@ -830,7 +822,7 @@ def test_patch_dataset_errors() -> None:
 
 
 def test_load_pairs_makes_modcropped_bicubic_pairs(tmp_path: Path) -> None:
-    Image.fromarray(_smooth(46, 50, 3)).save(tmp_path / "odd.png")
+    Image.fromarray(smooth_rgb(46, 50, 3)).save(tmp_path / "odd.png")
     pairs = load_pairs([tmp_path], scale=4)
     assert pairs.names == ["odd.png"] and not pairs.skipped
     gt, lq = pairs.gt[0], pairs.lq[0]

@@ -1,0 +1,15 @@
+"""Synthetic test images shared by the test modules (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def smooth_rgb(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth random uint8 (h, w, 3) image with some detail (coarse noise upsampled, plus fine noise)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3), dtype=np.uint8)
+    bands = [np.asarray(Image.fromarray(coarse[:, :, c]).resize((w, h), Image.Resampling.BICUBIC)) for c in range(3)]
+    img = np.stack(bands, -1).astype(np.int16) + rng.integers(-8, 9, (h, w, 3))
+    return img.clip(0, 255).astype(np.uint8)

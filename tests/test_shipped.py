@@ -1,0 +1,61 @@
+"""The models shipped in src/srkit/weights: tiled output equals whole-image output, ONNX Runtime equals PyTorch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from srkit.export import OnnxGenerator, export_model
+from srkit.inference import upscale_tiled
+from srkit.models import load_model, read_metadata, shipped_models
+
+CPU = torch.device("cpu")
+SHIPPED = sorted(shipped_models())
+
+
+def _photo(h: int, w: int, seed: int) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1]: smooth shapes plus fine noise, so tile cuts go through real structure."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 6 + 2, w // 6 + 2, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    return (smooth + 0.05 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def test_the_shipped_models_are_present() -> None:
+    # The repo ships an SRResNet (issue 3); the parametrized tests below run on whatever is shipped.
+    assert "srresnet" in SHIPPED
+    for name, path in shipped_models().items():
+        meta = read_metadata(path)
+        assert meta["name"] == name and meta["arch"] in {"srresnet", "rrdbnet"}
+        assert (path.parent / f"{name}.md").is_file(), f"{name} has no model card"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize(("tile", "overlap"), [(64, 32), (48, 24), (37, 16)])  # 37: tiles that do not divide
+def test_tiled_equals_whole_within_one_level(name: str, tile: int, overlap: int) -> None:
+    model = load_model(name)
+    lq = _photo(75, 101, seed=tile)
+    whole = upscale_tiled(model, lq, tile=None, device=CPU)
+    tiled = upscale_tiled(model, lq, tile=tile, overlap=overlap, device=CPU)
+    # Compare as the written file would: quantised to 8 bits.
+    diff = ((tiled * 255).round() - (whole * 255).round()).abs().max().item()
+    assert diff <= 1, f"{name} tile {tile}/{overlap}: {diff} levels"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_onnxruntime_matches_pytorch_at_two_sizes(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    model = load_model(name)
+    path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+    export_model(name, path, format="onnx")
+    session = OnnxGenerator(path, threads=1)
+    for h, w in [(24, 32), (41, 29)]:  # one exported graph, two input sizes (dynamic height and width)
+        lq = _photo(h, w, seed=h)
+        with torch.no_grad():
+            expected = model(lq)
+        got = session(lq)
+        assert got.shape == expected.shape == (1, 3, 4 * h, 4 * w)
+        mse = float(((got.double() - expected.double()) ** 2).mean())
+        psnr = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+        assert psnr >= 50, f"{name} {h}x{w}: ONNX Runtime vs PyTorch {psnr:.1f} dB"

@@ -162,7 +162,7 @@ GOOD["sub/nested.png"] = (16, 16)
 def test_upscale_mixed_folder(mixed_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     inputs_before = _snapshot(mixed_folder)
-    assert main(["upscale", str(mixed_folder), "-o", str(out), "--device", "cpu"]) == 1
+    assert main(["upscale", str(mixed_folder), "-o", str(out), "--model", "bicubic", "--device", "cpu"]) == 1
     printed = capsys.readouterr().out
     assert "bad.png" in printed and "1 file(s) failed" in printed
     assert "wrote 5 of 6" in printed

@@ -15,7 +15,8 @@ from srkit import __version__
 def _console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    # Piped output (logs, CI) has no terminal width: rich would assume 80 columns and cut wide tables.
+    return Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _advance(progress: Any, task: Any, _item: object) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import subprocess
 from pathlib import Path
 
 import torch
+import yaml
 
 from srkit.device import pick_device
 from srkit.evaluate import BENCHMARK_SETS, resolve_set, score_folder, summarize
@@ -40,6 +40,30 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _portable_config(path: Path, *, init_from: str | None) -> str:
+    """The run's resolved config without paths of the training machine: they would mean nothing in the repo."""
+    config = yaml.safe_load(path.read_text())
+    config["out_dir"] = "runs"
+    model = config.get("model", {})
+    if init_from is not None:
+        model["init_from"] = init_from
+    text = yaml.safe_dump(config, sort_keys=False)
+    absolute = [v for v in _strings(config) if Path(v).is_absolute()]
+    if absolute:
+        raise ValueError(f"{path} holds absolute paths {absolute}; pass --init-from NAME or fix the config")
+    return text
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
 def evaluate(model_name: str, lpips_model: LPIPS, device: torch.device) -> dict[str, dict[str, float | int | None]]:
     model = load_model(model_name, device=device)
     rows = []
@@ -57,6 +81,11 @@ def main() -> None:
     parser.add_argument("--extra-runs", default="", help="earlier stages' run folders, comma-separated")
     parser.add_argument("--compare", default="bicubic", help="models to list beside it in the table")
     parser.add_argument("--note", default="", help="a paragraph for the card (e.g. perceptual-loss caveats)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="model.init_from as a shipped name (the run keeps a path of the training machine)",
+    )
     args = parser.parse_args()
 
     device = pick_device("auto")
@@ -90,7 +119,7 @@ def main() -> None:
             f"(last session), device {s['device']}, world size {s['world_size']}"
         )
     n_params = sum(p.numel() for p in model.parameters())
-    config_text = (args.run / "config.yaml").read_text()
+    config_text = _portable_config(args.run / "config.yaml", init_from=args.init_from)
     card = f"""# srkit model card: `{args.name}`
 
 `srkit upscale --model {args.name} INPUT -o OUT` · `srkit evaluate --model {args.name}`
@@ -123,7 +152,7 @@ Protocol: {PROTOCOL}.
 """
     (SHIPPED_DIR / f"{args.name}.md").write_text(card)
     print(card)
-    shutil.copy(args.run / "config.yaml", SHIPPED_DIR / f"{args.name}.config.yaml")
+    (SHIPPED_DIR / f"{args.name}.config.yaml").write_text(config_text)
 
 
 if __name__ == "__main__":

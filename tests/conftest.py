@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from srkit.paths import MissingDataError, data_root
 
@@ -19,3 +21,12 @@ def data_dir() -> Path:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"data folder not available: {err}")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a whole module (training tests): deterministic and light on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from imagegen import smooth_rgb
 from srkit import io
 from srkit.archs import (
     DISCRIMINATORS,
@@ -35,6 +33,7 @@ from srkit.interpolate import interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
 from srkit.train.checkpoint import load_checkpoint
 from srkit.train.loop import fit, lr_factor, make_optimizer
+from testkit import smooth_rgb
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NEW_RECIPES = (
@@ -47,13 +46,7 @@ NEW_RECIPES = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Light on a shared machine: one intra-op thread for the whole module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _n_params(model: nn.Module) -> int:

@@ -26,6 +26,7 @@ from srkit.export import (
 )
 from srkit.inference import upscale_tiled
 from srkit.models import build_generator, load_model, read_metadata, save_weights
+from testkit import random_srresnet
 
 CPU = torch.device("cpu")
 TINY = {"width": 8, "num_blocks": 2, "scale": 4}
@@ -34,13 +35,7 @@ SIZES = [(1, 3, 20, 28), (2, 3, 33, 17)]
 
 def _trained_tiny(seed: int = 0) -> nn.Module:
     """A tiny SRResNet with random weights and non-trivial BatchNorm statistics, in eval mode."""
-    torch.manual_seed(seed)
-    model = build_generator("srresnet", **TINY)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return random_srresnet(seed, **TINY)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -23,6 +23,7 @@ from srkit.inference import (
     upscale_tiled,
 )
 from srkit.models import build_generator, save_weights
+from testkit import random_srresnet
 
 CPU = torch.device("cpu")
 LEVEL = 1 / 255
@@ -34,18 +35,6 @@ def _photo(n: int, h: int, w: int, *, seed: int = 0) -> torch.Tensor:
     coarse = torch.rand(n, 3, h // 6 + 2, w // 6 + 2, generator=g)
     smooth = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
     return (smooth + 0.1 * torch.randn(n, 3, h, w, generator=g)).clamp(0, 1)
-
-
-def _random_srresnet(seed: int = 0, **kwargs: int) -> nn.Module:
-    """An SRResNet with random weights and random BatchNorm running statistics, in eval mode."""
-    torch.manual_seed(seed)
-    model = build_generator("srresnet", **kwargs)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            # Non-trivial running statistics: eval-mode BN must be used by every tile alike.
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
 
 
 # tile geometry ------------------------------------------------------------------------------------------
@@ -110,7 +99,7 @@ def test_tiny_srresnet_tiled_matches_whole(tile: int, overlap: int) -> None:
     # A tiny SRResNet still has a 9x9 head and tail: receptive field 4 + 2*2 + 1 + 1 + 0.5 + 1 = 11.5 LR px, and
     # a crop changes outputs by ~3/255 at 4 px from the cut, so overlaps of 4-8 are too small for it (errors
     # 3-8/255); here the ignored quarter is 6-8 px.
-    model = _random_srresnet(width=8, num_blocks=2)
+    model = random_srresnet(width=8, num_blocks=2)
     lq = _photo(2, 70, 93, seed=1)
     whole = upscale_tiled(model, lq, tile=None, device=CPU)
     tiled = upscale_tiled(model, lq, tile=tile, overlap=overlap, device=CPU)
@@ -120,7 +109,7 @@ def test_tiny_srresnet_tiled_matches_whole(tile: int, overlap: int) -> None:
 def test_tiled_is_exact_once_the_ignored_margin_covers_the_receptive_field() -> None:
     # One block: receptive field 4 + 2 + 1 + 1 + 0.5 + 1 = 9.5 LR px < overlap / 4 = 10, so every pixel that
     # gets weight is computed exactly as in the whole image: only float rounding remains.
-    model = _random_srresnet(width=8, num_blocks=1)
+    model = random_srresnet(width=8, num_blocks=1)
     lq = _photo(1, 90, 130, seed=2)
     whole = upscale_tiled(model, lq, tile=None, device=CPU)
     tiled = upscale_tiled(model, lq, tile=80, overlap=40, device=CPU)
@@ -128,7 +117,7 @@ def test_tiled_is_exact_once_the_ignored_margin_covers_the_receptive_field() -> 
 
 
 def test_paper_size_srresnet_default_overlap() -> None:
-    model = _random_srresnet()  # 64 wide, 16 blocks: receptive field 40 LR px
+    model = random_srresnet()  # 64 wide, 16 blocks: receptive field 40 LR px
     lq = _photo(1, 70, 90, seed=3)
     whole = upscale_tiled(model, lq, tile=None, device=CPU)
     # The default overlap with a tile small enough to cut this small image both ways.
@@ -137,7 +126,7 @@ def test_paper_size_srresnet_default_overlap() -> None:
 
 
 def test_whole_image_path_equals_the_model() -> None:
-    model = _random_srresnet(width=8, num_blocks=2)
+    model = random_srresnet(width=8, num_blocks=2)
     lq = _photo(3, 20, 24)
     with torch.no_grad():
         expected = model(lq).clamp(0, 1)
@@ -178,7 +167,7 @@ def test_memory_is_bounded_by_the_tile_batch() -> None:
 
 
 def test_bf16_and_channels_last_on_cpu() -> None:
-    model = _random_srresnet(width=8, num_blocks=2)
+    model = random_srresnet(width=8, num_blocks=2)
     lq = _photo(1, 30, 40)
     fp32 = upscale_tiled(model, lq, tile=20, overlap=5, device=CPU, channels_last=False)
     nhwc = upscale_tiled(model, lq, tile=20, overlap=5, device=CPU, channels_last=True)
@@ -189,7 +178,7 @@ def test_bf16_and_channels_last_on_cpu() -> None:
 
 
 def test_bad_options_raise_clear_errors() -> None:
-    model = _random_srresnet(width=8, num_blocks=1)
+    model = random_srresnet(width=8, num_blocks=1)
     lq = _photo(1, 30, 40)
     with pytest.raises(ValueError, match="fp16 is for CUDA"):
         upscale_tiled(model, lq, tile=20, overlap=4, device=CPU, dtype=torch.float16)
@@ -243,7 +232,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_batched_small_images_match_one_by_one(small_folder: Path, tmp_path: Path) -> None:
-    model = _random_srresnet(width=8, num_blocks=2)
+    model = random_srresnet(width=8, num_blocks=2)
     one = upscale_files(model, [small_folder], tmp_path / "one", device=CPU)
     many = upscale_files(model, [small_folder], tmp_path / "many", device=CPU, batch_size=3)
     assert not one.failed and not many.failed and len(many.written) == 4
@@ -261,7 +250,7 @@ def test_batched_small_images_match_one_by_one(small_folder: Path, tmp_path: Pat
 
 
 def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
-    model = _random_srresnet(width=8, num_blocks=2)
+    model = random_srresnet(width=8, num_blocks=2)
     weights = save_weights(
         model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs={"width": 8, "num_blocks": 2}
     )

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from imagegen import smooth_rgb
 from srkit import io
 from srkit.cli import main
 from srkit.config import Config, load_config
@@ -37,18 +35,13 @@ from srkit.train.checkpoint import FORMAT_VERSION, load_checkpoint
 from srkit.train.logger import TRAIN_FIELDS, RunLogger
 from srkit.train.loop import fit
 from srkit.train.validate import ValResult
+from testkit import smooth_rgb
 
 LOSS_COLUMNS = ("loss_g", "l_pix", "l_percep", "l_adv", "loss_d", "d_real", "d_fake", "lr_g", "lr_d")
 GAN_COLUMNS = ("loss_d", "d_real", "d_fake", "l_adv")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Deterministic and light on a shared machine: one intra-op thread for the whole module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # data and recipes -----------------------------------------------------------------------------------------

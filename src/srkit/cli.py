@@ -147,13 +147,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(out: Path, *, overwrite: bool) -> None:
+    """Commands that write one file never replace it unasked."""
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """srkit export MODEL [--format onnx|torchscript|safetensors] -o OUT."""
     from srkit.export import export_model, format_from_suffix
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    _refuse_existing(out, overwrite=args.overwrite)
     fmt = args.format or format_from_suffix(out)
     export_model(args.model, out, format=fmt, scale=args.scale, opset=args.opset)
     print(f"wrote {out} ({fmt})")
@@ -194,8 +199,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from srkit.interpolate import interpolate_weights
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    _refuse_existing(out, overwrite=args.overwrite)
     interpolate_weights(Path(args.a), Path(args.b), args.alpha, out)
     print(f"wrote {out} = {1 - args.alpha:g} * {args.a} + {args.alpha:g} * {args.b}")
     return 0

@@ -1,4 +1,4 @@
-"""Tests for the `srkit` command line, called in-process through srkit.cli.main (one subprocess test)."""
+"""Tests for the `srkit` command line, called in-process through srkit.cli.main (two subprocess tests)."""
 
 import csv
 import json
@@ -271,3 +271,17 @@ def test_console_script_help() -> None:
     assert result.stdout.startswith("usage: srkit")
     for command in ("evaluate", "upscale", "models"):
         assert command in result.stdout
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    """`python -m srkit` is the console script: same commands, same exit status for a bad one."""
+
+    def srkit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "srkit", *args], capture_output=True, text=True, check=False)
+
+    ok = srkit("models")
+    assert ok.returncode == 0, ok.stderr
+    assert "bicubic" in ok.stdout
+    bad = srkit("no-such-command")
+    assert bad.returncode != 0
+    assert "no-such-command" in bad.stderr

@@ -5,6 +5,7 @@ peak resident memory (getrusage maxrss) of one does not hide in another's. Full 
 RRDBNet at 2000x2000 is ~140 TFLOP per image):
 
     python benchmarks/upscale_speed.py
+    python benchmarks/upscale_speed.py --budget 1200   # skips what would take over 20 min, saying so
     python benchmarks/upscale_speed.py --sizes 128 --models srresnet --tile 64   # quick look
 
 Prints a markdown table. Not a test: numbers depend on the machine and on what else runs on it.
@@ -136,6 +137,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="skip a configuration whose time, extrapolated (linear in pixels) from the same configuration at "
+        "the next smaller size, passes this many seconds; the table gives the estimate (default: run all)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -173,6 +181,7 @@ def main() -> None:
                     if precision == "fp16" and device.type != "cuda":
                         continue
                     last_whole: tuple[int, float] | None = None  # (size, MiB added) of the largest whole run
+                    last_time: dict[str, tuple[int, float]] = {}  # mode -> (size, seconds) of its largest run
                     for size in sizes:
                         for mode in args.modes.split(","):
                             label = f"| {model_name} | {size}x{size} | {precision} | {backend} | {mode} |"
@@ -183,6 +192,16 @@ def main() -> None:
                                 est = last_whole[1] * (size / last_whole[0]) ** 2
                                 if est > WHOLE_LIMIT_MIB:
                                     note = f"skipped: ~{est / 1024:.0f} GB estimated (> {WHOLE_LIMIT_MIB // 1024} GB)"
+                                    rows.append(f"{label} - | - | - | - | {note} |")
+                                    continue
+                            if args.budget is not None and mode in last_time:
+                                done, secs = last_time[mode]
+                                est = secs * (size / done) ** 2
+                                if est > args.budget:
+                                    note = (
+                                        f"skipped: ~{est / 60:.1f} min estimated from {done}x{done} "
+                                        f"(> --budget {args.budget:g} s)"
+                                    )
                                     rows.append(f"{label} - | - | - | - | {note} |")
                                     continue
                             cfg = {
@@ -204,6 +223,7 @@ def main() -> None:
                                 continue
                             if mode == "whole":
                                 last_whole = (size, res["peak_mib"] - res["base_mib"])
+                            last_time[mode] = (size, res["seconds"])
                             mpix = (4 * size) ** 2 / 1e6
                             rate = mpix / res["seconds"]
                             share = rate * 1e6 * flops[model_name] / (peak_rate * 1e9)

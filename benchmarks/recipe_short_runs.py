@@ -27,7 +27,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["rrdb_psnr_x4", "esrgan_x4", "srgan_lsgan_x4", "autoencoder_x4", "vanilla_gan_x4", "srgan_small_x4"]
-LOSSES = ["l_pix", "l_percep", "l_adv", "loss_d", "d_real", "d_fake"]
+LOSSES = ["loss_g", "l_pix", "l_percep", "l_adv", "loss_d", "d_real", "d_fake"]
 VGG16_FOR = {"relu5_4": "relu5_3", "conv5_4": "conv5_3", None: None}
 
 

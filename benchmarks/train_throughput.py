@@ -1,7 +1,7 @@
 """Training throughput on this machine: stage 1 (SRResNet, L1) and stage 2 (SRGAN: + VGG + D), fp32 vs bf16,
 and the rate the patch pipeline delivers batches, so one can see whether the loader is the bottleneck.
 
-    python benchmarks/train_throughput.py [--steps 5] [--batch 16] [--gt-size 96] [--device auto]
+    python benchmarks/train_throughput.py [--steps 5] [--batch 16] [--gt-size 96] [--layouts nchw,nhwc] [--device auto]
 
 Prints a markdown table. Not a test: numbers depend on the machine and on what else runs on it.
 """
@@ -29,19 +29,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_rate(stage: int, *, amp: str, steps: int, batch: int, gt_size: int, device: torch.device) -> float:
-    """Seconds per optimisation step (median of `steps` after one warm-up step)."""
+def train_rate(
+    stage: int, *, amp: str, steps: int, batch: int, gt_size: int, device: torch.device, channels_last: bool = False
+) -> float:
+    """Seconds per optimisation step (median of `steps` after one warm-up step).
+
+    channels_last: networks and batches in NHWC, as `train.channels_last: true` does.
+    """
     torch.manual_seed(0)
-    net_g = SRResNet().to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net_g = SRResNet().to(device, memory_format=fmt)
     opt_g = torch.optim.Adam(net_g.parameters(), lr=1e-4)
     net_d = percep = opt_d = None
     if stage == 2:
-        net_d = SRGANDiscriminator().to(device)
+        net_d = SRGANDiscriminator().to(device, memory_format=fmt)
         opt_d = torch.optim.Adam(net_d.parameters(), lr=1e-4)
-        percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device)
+        percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device, memory_format=fmt)
     d_loss, g_loss = ADVERSARIAL["vanilla"]
-    lq = torch.rand(batch, 3, gt_size // 4, gt_size // 4, device=device)
-    gt = torch.rand(batch, 3, gt_size, gt_size, device=device)
+    lq = torch.rand(batch, 3, gt_size // 4, gt_size // 4, device=device).contiguous(memory_format=fmt)
+    gt = torch.rand(batch, 3, gt_size, gt_size, device=device).contiguous(memory_format=fmt)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "fp32"
     )
@@ -97,6 +103,7 @@ def main() -> None:
     parser.add_argument("--gt-size", type=int, default=96)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (CUDA)")
+    parser.add_argument("--layouts", default="nchw,nhwc", help="comma-separated: nchw, nhwc (channels-last)")
     parser.add_argument("--loader-batches", type=int, default=60)
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -104,17 +111,27 @@ def main() -> None:
         f"# srkit training throughput: {platform.processor() or platform.machine()}, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, HR {args.gt_size}px\n"
     )
-    print("| stage | precision | s/step | images/s |")
-    print("|---|---|---:|---:|")
+    print("| stage | precision | layout | s/step | images/s |")
+    print("|---|---|---|---:|---:|")
     consumed: dict[int, float] = {}
     for stage in (1, 2):
         for amp in args.amp.split(","):
-            sec = train_rate(stage, amp=amp, steps=args.steps, batch=args.batch, gt_size=args.gt_size, device=device)
-            consumed[stage] = max(consumed.get(stage, 0.0), 1 / sec)
-            print(
-                f"| {stage} ({'SRResNet, L1' if stage == 1 else 'SRGAN: L1 + VGG16 + D'}) | {amp} | {sec:.3f} | "
-                f"{args.batch / sec:.1f} |"
-            )
+            for layout in args.layouts.split(","):
+                sec = train_rate(
+                    stage,
+                    amp=amp,
+                    steps=args.steps,
+                    batch=args.batch,
+                    gt_size=args.gt_size,
+                    device=device,
+                    channels_last=layout == "nhwc",
+                )
+                consumed[stage] = max(consumed.get(stage, 0.0), 1 / sec)
+                print(
+                    f"| {stage} ({'SRResNet, L1' if stage == 1 else 'SRGAN: L1 + VGG16 + D'}) | {amp} | {layout} | "
+                    f"{sec:.3f} | {args.batch / sec:.1f} |",
+                    flush=True,
+                )
     folders = [resolve_folder("train/T91", None), resolve_folder("train/BSD200", None)]
     print(f"\n# patch pipeline: T91 + BSD200 decoded once; batches of {args.batch} ({args.gt_size}px HR + LR)\n")
     print("| start-up | seconds | images/s |")

@@ -83,13 +83,14 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def matmul_gflops(device: torch.device, threads: int) -> float:
-    """The machine's fp32 matmul rate: best of a few large square products."""
+def matmul_gflops(device: torch.device, threads: int, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matmul rate in `dtype`: best of a few large square products."""
     torch.set_num_threads(threads)
     n = 8192 if device.type == "cuda" else 2048
-    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    a = torch.rand(n, n, device=device).to(dtype)
+    b = torch.rand(n, n, device=device).to(dtype)
     best = float("inf")
-    for _ in range(4):
+    for _ in range(5):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
@@ -164,7 +165,10 @@ def main() -> None:
         notes.append(f"{name}: not in srkit.archs.GENERATORS in this version, skipped")
     models = [m for m in models if m in GENERATORS]
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
-    peak_rate = matmul_gflops(device, args.threads)
+    from srkit.inference import PRECISIONS
+
+    # each run is compared with the matmul rate of its own precision (ONNX Runtime runs float32)
+    peak_rate = {p: matmul_gflops(device, args.threads, PRECISIONS[p]) for p in args.precisions.split(",")}
     flops = {m: flops_per_output_pixel(m) for m in models}
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,7 +230,7 @@ def main() -> None:
                             last_time[mode] = (size, res["seconds"])
                             mpix = (4 * size) ** 2 / 1e6
                             rate = mpix / res["seconds"]
-                            share = rate * 1e6 * flops[model_name] / (peak_rate * 1e9)
+                            share = rate * 1e6 * flops[model_name] / (peak_rate[precision] * 1e9)
                             gpu = f", GPU {res['gpu_peak_mib']:.0f}" if "gpu_peak_mib" in res else ""
                             rows.append(
                                 f"{label} {res['seconds']:.2f} | {rate:.3f} | {res['peak_mib']:.0f}{gpu} | "
@@ -237,7 +241,13 @@ def main() -> None:
     print(
         f"\n## srkit upscale speed: {platform.processor() or platform.machine()}, {device}, {args.threads} thread(s)\n"
     )
-    print(f"fp32 matmul peak: {peak_rate:.0f} GFLOP/s. Tile {args.tile}, overlap {overlap}, x4, batch of 1 image.")
+    peaks = ", ".join(f"{p} {r:.0f}" for p, r in peak_rate.items())
+    print(f"Matmul rate (GFLOP/s, best {2048 if device.type != 'cuda' else 8192}^2 product): {peaks}.")
+    print(f"Tile {args.tile}, overlap {overlap}, x4, batch of 1 image.")
+    print(
+        "'of matmul' = counted conv FLOPs per second / the matmul rate of the run's precision; it can pass 100%: "
+        "oneDNN may pick Winograd convolutions, which need fewer multiplications than counted."
+    )
     for m in models:
         print(f"{m}: {flops[m] / 1e6:.2f} MFLOP per output pixel (convolutions, torch.utils.flop_counter)")
     print()

@@ -38,13 +38,13 @@ def train_rate(
     """
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net_g = SRResNet().to(device, memory_format=fmt)
+    net_g = SRResNet().to(device).to(memory_format=fmt)
     opt_g = torch.optim.Adam(net_g.parameters(), lr=1e-4)
     net_d = percep = opt_d = None
     if stage == 2:
-        net_d = SRGANDiscriminator().to(device, memory_format=fmt)
+        net_d = SRGANDiscriminator().to(device).to(memory_format=fmt)
         opt_d = torch.optim.Adam(net_d.parameters(), lr=1e-4)
-        percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device, memory_format=fmt)
+        percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device).to(memory_format=fmt)
     d_loss, g_loss = ADVERSARIAL["vanilla"]
     lq = torch.rand(batch, 3, gt_size // 4, gt_size // 4, device=device).contiguous(memory_format=fmt)
     gt = torch.rand(batch, 3, gt_size, gt_size, device=device).contiguous(memory_format=fmt)

@@ -245,8 +245,8 @@ def main() -> None:
     print(f"Matmul rate (GFLOP/s, best {2048 if device.type != 'cuda' else 8192}^2 product): {peaks}.")
     print(f"Tile {args.tile}, overlap {overlap}, x4, batch of 1 image.")
     print(
-        "'of matmul' = counted conv FLOPs per second / the matmul rate of the run's precision; it can pass 100%: "
-        "oneDNN may pick Winograd convolutions, which need fewer multiplications than counted."
+        "'of matmul' = counted conv FLOPs per second / the matmul rate of the run's precision: a reference rate "
+        "measured here, not the hardware's peak, so a convolution library faster than this matmul passes 100%."
     )
     for m in models:
         print(f"{m}: {flops[m] / 1e6:.2f} MFLOP per output pixel (convolutions, torch.utils.flop_counter)")

@@ -33,7 +33,9 @@ def test_the_shipped_models_are_present() -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-@pytest.mark.parametrize(("tile", "overlap"), [(64, 32), (48, 24), (37, 16)])  # 37: tiles that do not divide
+# None of these divides the 75x101 input. The overlap must cover the models' reach: at 16 LR pixels the
+# trained SRResNet/SRGAN differ from the whole image by 2 levels near tile seams; srkit's default is 32.
+@pytest.mark.parametrize(("tile", "overlap"), [(64, 32), (72, 32), (48, 24)])
 def test_tiled_equals_whole_within_one_level(name: str, tile: int, overlap: int) -> None:
     model = load_model(name)
     lq = _photo(75, 101, seed=tile)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import subprocess
 import sys
 import time
@@ -32,11 +31,11 @@ VGG16_FOR = {"relu5_4": "relu5_3", "conv5_4": "conv5_3", None: None}
 
 
 def _vgg19_offline(data_dir: str | None) -> bool:
-    from srkit.archs.vgg import _OFFLINE_WEIGHTS
-    from srkit.paths import MissingDataError, data_file
+    from srkit.archs.vgg import offline_weights_file
+    from srkit.paths import MissingDataError
 
     try:
-        data_file(_OFFLINE_WEIGHTS["vgg19"], what="ImageNet vgg19 weights", how="", explicit=data_dir)
+        offline_weights_file("vgg19", data_dir)
     except MissingDataError:
         return False
     return True
@@ -75,6 +74,10 @@ def main() -> int:
     vgg19 = _vgg19_offline(args.data_dir)
     out = Path(args.out).resolve()
     recipes = [r for r in args.recipes.split(",") if r]
+    taken = [str(out / name) for name in recipes if (out / name).exists()]
+    if taken:  # checked before any run starts, not after the earlier ones have taken minutes
+        print(f"{', '.join(taken)} exist(s): remove or give another --out", file=sys.stderr)
+        return 2
     rows: list[str] = []
     failed: list[str] = []
     for name in recipes:
@@ -108,13 +111,10 @@ def main() -> int:
         if name == "esrgan_x4" and "rrdb_psnr_x4" in recipes:
             overrides.append(f"--model.init_from={out / 'rrdb_psnr_x4' / 'checkpoints' / 'best_psnr.safetensors'}")
         run = out / name
-        if run.exists():
-            print(f"{run} exists: remove it or give another --out", file=sys.stderr)
-            return 2
         cmd = [sys.executable, "-m", "srkit", "train", str(config_path), *overrides]
         print("$ srkit train " + " ".join([f"configs/{name}.yaml", *overrides]), flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, check=False, env=os.environ.copy())
+        proc = subprocess.run(cmd, check=False)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             failed.append(name)

@@ -83,10 +83,14 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _matmul_side(device: torch.device) -> int:
+    return 8192 if device.type == "cuda" else 2048
+
+
 def matmul_gflops(device: torch.device, threads: int, dtype: torch.dtype = torch.float32) -> float:
     """The machine's matmul rate in `dtype`: best of a few large square products."""
     torch.set_num_threads(threads)
-    n = 8192 if device.type == "cuda" else 2048
+    n = _matmul_side(device)
     a = torch.rand(n, n, device=device).to(dtype)
     b = torch.rand(n, n, device=device).to(dtype)
     best = float("inf")
@@ -242,7 +246,7 @@ def main() -> None:
         f"\n## srkit upscale speed: {platform.processor() or platform.machine()}, {device}, {args.threads} thread(s)\n"
     )
     peaks = ", ".join(f"{p} {r:.0f}" for p, r in peak_rate.items())
-    print(f"Matmul rate (GFLOP/s, best {2048 if device.type != 'cuda' else 8192}^2 product): {peaks}.")
+    print(f"Matmul rate (GFLOP/s, best {_matmul_side(device)}^2 product): {peaks}.")
     print(f"Tile {args.tile}, overlap {overlap}, x4, batch of 1 image.")
     print(
         "'of matmul' = counted conv FLOPs per second / the matmul rate of the run's precision: a reference rate "

@@ -34,15 +34,19 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
-def _imagenet_state_dict(arch: str, data_dir: str | Path | None) -> dict[str, torch.Tensor]:
-    """ImageNet `features.*` weights: from the data folder when there, else torchvision's download."""
+def offline_weights_file(arch: str, data_dir: str | Path | None = None) -> Path:
+    """The data folder's ImageNet `features.*` safetensors for `arch`; MissingDataError naming it when absent."""
     how = (
         f"Put torchvision's ImageNet {arch} `features.*` weights there as safetensors, or run once "
         f"online so torchvision can download them."
     )
+    return data_file(_OFFLINE_WEIGHTS[arch], what=f"ImageNet {arch} weights", how=how, explicit=data_dir)
+
+
+def _imagenet_state_dict(arch: str, data_dir: str | Path | None) -> dict[str, torch.Tensor]:
+    """ImageNet `features.*` weights: from the data folder when there, else torchvision's download."""
     try:
-        path = data_file(_OFFLINE_WEIGHTS[arch], what=f"ImageNet {arch} weights", how=how, explicit=data_dir)
-        return load_file(str(path))
+        return load_file(str(offline_weights_file(arch, data_dir)))
     except MissingDataError as missing:
         weights = models.VGG16_Weights.IMAGENET1K_V1 if arch == "vgg16" else models.VGG19_Weights.IMAGENET1K_V1
         try:

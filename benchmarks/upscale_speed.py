@@ -158,7 +158,7 @@ def main() -> None:
     from srkit.archs import GENERATORS
     from srkit.device import pick_device
     from srkit.export import export_model
-    from srkit.inference import OVERLAP
+    from srkit.inference import OVERLAP, PRECISIONS
     from srkit.models import save_weights
 
     device = pick_device(args.device)
@@ -169,8 +169,6 @@ def main() -> None:
         notes.append(f"{name}: not in srkit.archs.GENERATORS in this version, skipped")
     models = [m for m in models if m in GENERATORS]
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
-    from srkit.inference import PRECISIONS
-
     # each run is compared with the matmul rate of its own precision (ONNX Runtime runs float32)
     peak_rate = {p: matmul_gflops(device, args.threads, PRECISIONS[p]) for p in args.precisions.split(",")}
     flops = {m: flops_per_output_pixel(m) for m in models}

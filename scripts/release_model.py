@@ -86,6 +86,11 @@ def main() -> None:
         default=None,
         help="model.init_from as a shipped name (the run keeps a path of the training machine)",
     )
+    parser.add_argument(
+        "--hardware",
+        default=None,
+        help="where the weights were trained, when not on this machine (default: this machine's CPU)",
+    )
     args = parser.parse_args()
 
     device = pick_device("auto")
@@ -130,7 +135,7 @@ def main() -> None:
 | weights | `src/srkit/weights/{args.name}.safetensors` (from run `{args.run.name}`, step {meta.get("step", "?")}) |
 | training data | {TRAINING_DATA} |
 | degradation | HR modcropped to x4, LR by MATLAB-compatible bicubic (antialiased), rounded to 8 bits |
-| hardware | {_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__} |
+| hardware | {args.hardware or f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"} |
 
 ## Training
 {chr(10).join(sessions)}

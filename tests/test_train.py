@@ -421,6 +421,30 @@ def test_resume_extending_a_cosine_schedule_replans_it(tmp_path: Path, images: d
     assert 1e-3 * loop.lr_factor(6, extended, 1e-3) == pytest.approx(1e-5)  # and reaches the floor
 
 
+def test_lr_warmup_ramps_then_follows_the_schedule(tmp_path: Path, images: dict[str, Path]) -> None:
+    # A fine-tune with a fresh Adam: the logged LRs rise linearly over warmup_steps, then the cosine takes over.
+    run = fit(
+        _tiny(
+            tmp_path,
+            images,
+            train__steps=8,
+            train__val_every=8,
+            train__log_every=1,
+            optim__scheduler="cosine",
+            optim__lr_g=1e-3,
+            optim__min_lr=0.0,
+            optim__warmup_steps=4,
+        )
+    )
+    lrs = [float(r["lr_g"]) for r in _history(run)]
+    cosine = [0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)]
+    ramp = [min(1.0, (s + 1) / 4) for s in range(8)]
+    assert lrs == pytest.approx([1e-3 * r * c for r, c in zip(ramp, cosine, strict=True)], rel=1e-9)
+    assert lrs[0] == pytest.approx(1e-3 / 4 * cosine[0]) and lrs[1] > lrs[0] and lrs[4] < lrs[3]
+    with pytest.raises(ValueError, match="warmup_steps"):
+        load_config(run / "config.yaml", ["optim.warmup_steps=-1"])
+
+
 # d. best checkpoints and early stopping --------------------------------------------------------------------
 
 

@@ -140,7 +140,7 @@ class OptimConfig(_Section):
     min_lr: float = 1e-7  # cosine: the floor
     grad_clip: float | None = None  # max global grad norm, per network
     d_warmup_steps: int = 0  # train only the discriminator for the first N steps
-    warmup_steps: int = Field(default=0, ge=0)  # LR rises linearly from lr/N to lr over the first N steps (both networks)
+    warmup_steps: int = Field(default=0, ge=0)  # LR rises linearly to lr over the first N steps (both nets)
 
 
 class TrainConfig(_Section):

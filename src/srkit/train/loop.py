@@ -77,17 +77,22 @@ def ema_avg_fn(decay: float) -> Any:
 
 def lr_factor(step: int, config: Config, base_lr: float) -> float:
     """The LR multiplier at `step`, in closed form from the config (so extending a run re-plans it)."""
-    o = config.optim
     # A linear warm-up lets a fresh optimizer (a fine-tune from init_from) learn its gradient scales
     # before it takes full-size steps; Adam's first steps are about lr per weight whatever the gradient.
-    warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
+    n = config.optim.warmup_steps
+    warm = min(1.0, (step + 1) / n) if n > 0 else 1.0
+    return warm * _schedule_factor(step, config, base_lr)
+
+
+def _schedule_factor(step: int, config: Config, base_lr: float) -> float:
+    o = config.optim
     if o.scheduler == "multistep":
-        return warm * float(o.gamma ** sum(step >= m for m in o.milestones))
+        return float(o.gamma ** sum(step >= m for m in o.milestones))
     if o.scheduler == "cosine":
         floor = min(o.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0
         progress = min(step / config.train.steps, 1.0)
-        return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-    return warm
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, config: Config, base_lr: float) -> torch.optim.lr_scheduler.LambdaLR:

@@ -13,7 +13,7 @@ from srkit import io
 from srkit.data.datasets import PatchDataset, load_pairs
 from srkit.data.degradations import bicubic_degrade, modcrop
 from srkit.data.prepare import prepare_pairs
-from srkit.data.sources import official_partition, paired_folders, read_file_list, split
+from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 
 
 def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
@@ -155,3 +155,36 @@ def test_training_images_in_odd_modes_become_rgb_pairs(tmp_path: Path) -> None:
         assert torch.as_tensor(lq).dtype == torch.uint8 and tuple(lq.shape) == (3, 10, 12)
     gray = np.asarray(pairs.gt[[Path(n).name for n in pairs.names].index("gray.png")])
     assert np.array_equal(gray[0], gray[2])  # gray stays gray in all three channels
+
+
+def test_split_by_identity_keeps_each_person_in_one_part() -> None:
+    # LFW-style names: several photos of some people, one of others.
+    names = [
+        f"{person}_{n:04d}.jpg" for person, count in [("Ann_Lee", 5), ("Bo", 1), ("Cy_D", 3)] for n in range(count)
+    ]
+    names += [f"Solo_{i}_0001.jpg" for i in range(40)]
+    items = [Path("faces") / n for n in names]
+    key = group_key("lfw")
+    assert key is not None and key(Path("Ann_Lee_0003.jpg")) == "Ann_Lee"
+    parts = split(items, (0.7, 0.2, 0.1), seed=3, key=key)
+    assert sorted(p for files in parts.values() for p in files) == sorted(items)  # nothing lost, nothing twice
+    people = {name: {key(p) for p in files} for name, files in parts.items()}
+    assert not (people["train"] & people["val"]) and not (people["train"] & people["test"])
+    assert not (people["val"] & people["test"])
+    assert parts["val"] and parts["test"]
+    # One item per identity: exactly the plain split (so runs started before grouping keep their parts).
+    solo = [Path(f"P{i}_0001.jpg") for i in range(50)]
+    assert split(solo, (0.8, 0.15, 0.05), seed=0, key=key) == split(solo, (0.8, 0.15, 0.05), seed=0)
+
+
+def test_split_by_folder_and_by_regex(tmp_path: Path) -> None:
+    items = [Path(f"person{i % 7}") / f"img{i}.png" for i in range(35)]
+    parts = split(items, (0.6, 0.2, 0.2), seed=1, key=group_key("folder"))
+    folders = {name: {p.parent for p in files} for name, files in parts.items()}
+    assert not (folders["train"] & folders["val"]) and not (folders["val"] & folders["test"])
+    regex_key = group_key(r"^id(\d+)-")
+    assert regex_key is not None and regex_key(Path("id42-front.png")) == "42"
+    with pytest.raises(ValueError, match=r"frontal\.png"):
+        regex_key(Path("frontal.png"))
+    with pytest.raises(ValueError, match="regular expression"):
+        group_key("(unclosed")

@@ -258,7 +258,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from srkit.data.degradations import apply_pipeline, resolve_pipeline
     from srkit.data.pipeline import preprocess_for
     from srkit.data.prepare import prepare_pairs
-    from srkit.data.sources import split
+    from srkit.data.sources import group_key, split
 
     steps = resolve_pipeline(_degradation_spec(args.degradation))
     data_cfg = DataConfig(
@@ -277,7 +277,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.split:
         ratios = [float(r) for r in args.split.split(",")]
-        parts = split(images, ratios, seed=args.seed)
+        parts = split(images, ratios, seed=args.seed, key=group_key(args.group_by))
     else:
         parts = {"": images}
     skipped: list[tuple[Path, str]] = []
@@ -562,6 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-crop", action="store_true", help="crop HR around the detected face first")
     p.add_argument("--face-margin", type=float, default=0.3)
     p.add_argument("--split", default=None, help="ratios, e.g. 0.8,0.15,0.05 -> OUT/train, OUT/val, OUT/test")
+    p.add_argument(
+        "--group-by",
+        default=None,
+        help="keep each identity in one split part: lfw (<Name>_<NNNN> names), folder, or a regex on the stem",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_data_prepare)

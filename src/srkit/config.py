@@ -59,6 +59,9 @@ class DataConfig(_Section):
     val: str = "benchmarks/Set5"
     split: tuple[float, float, float] | None = None  # train/val/test ratios over the train images, e.g. 0.8 0.15 0.05
     split_seed: int = 0
+    # keep each identity in one split part: a preset (lfw: <Name>_<NNNN> file names; folder: one folder per
+    # identity) or a regular expression whose first group, searched in the file stem, is the identity
+    group_by: str | None = None
     partition_file: str | None = None  # an official partition (CelebA's list_eval_partition.txt) instead of split
     degradation: str | list[Any] = "bicubic"  # a preset (bicubic, blur_bicubic, realistic) or a list of steps
     hr_size: tuple[int, int] | None = None  # resize every HR image to (H, W) first (one report: 256x256)

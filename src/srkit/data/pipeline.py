@@ -13,7 +13,7 @@ from srkit import io
 from srkit.config import DataConfig
 from srkit.data.datasets import Degrade, PairSet, Preprocess, load_paired, load_pairs
 from srkit.data.degradations import DegradationStep, apply_pipeline, resize_to, resolve_pipeline
-from srkit.data.sources import official_partition, paired_folders, read_file_list, split
+from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 from srkit.paths import MissingDataError, data_root
 
 
@@ -79,7 +79,7 @@ def gather_sources(cfg: DataConfig, data_dir: str | Path | None) -> Sources:
         parts = official_partition(resolve_folder(cfg.partition_file, data_dir), image_dir)
         files, val_files, val_name = parts["train"], parts["val"], "partition-val"
     elif cfg.split is not None:
-        parts = split(files, cfg.split, seed=cfg.split_seed)
+        parts = split(files, cfg.split, seed=cfg.split_seed, key=group_key(cfg.group_by))
         files, val_files, val_name = parts["train"], parts["val"], "split-val"
     if cfg.val != "split":
         val_files, val_name = io.list_images([resolve_folder(cfg.val, data_dir)]), Path(cfg.val).name

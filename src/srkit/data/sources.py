@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,23 +60,73 @@ def paired_folders(root: str | Path) -> list[tuple[Path, Path]]:
     return [(hq[k], lq[k]) for k in sorted(hq)]
 
 
-def split(items: Sequence[T], ratios: Sequence[float] = (0.8, 0.15, 0.05), *, seed: int = 0) -> dict[str, list[T]]:
+GROUP_PRESETS = {
+    # LFW names each file <Person_Name>_<NNNN>.jpg: the person is everything before the last number.
+    "lfw": r"^(.+)_\d+$",
+    # one folder per person (or per scene): the parent folder's name is the group.
+    "folder": "folder",
+}
+
+
+def group_key(group_by: str | None) -> Callable[[Path], str] | None:
+    """The identity of a file for a split that keeps each identity in one part, or None (every file alone).
+
+    `group_by` is a preset (lfw, folder) or a regular expression searched in the file stem: its first
+    group (or the whole match) is the identity. A file the pattern does not match is an error naming it,
+    since silently putting it alone could leak an identity across parts.
+    """
+    if group_by is None:
+        return None
+    pattern = GROUP_PRESETS.get(group_by, group_by)
+    if pattern == "folder":
+        return lambda path: str(Path(path).parent)
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(
+            f"group_by {group_by!r} is not a preset ({', '.join(GROUP_PRESETS)}) or a valid regular expression: {err}"
+        ) from None
+
+    def key(path: Path) -> str:
+        match = regex.search(Path(path).stem)
+        if match is None:
+            raise ValueError(f"group_by {group_by!r}: file name {Path(path).name!r} does not match {pattern!r}")
+        return match.group(1) if regex.groups else match.group(0)
+
+    return key
+
+
+def split(
+    items: Sequence[T],
+    ratios: Sequence[float] = (0.8, 0.15, 0.05),
+    *,
+    seed: int = 0,
+    key: Callable[[T], str] | None = None,
+) -> dict[str, list[T]]:
     """Shuffle with a seeded generator and cut into train/val/test by ratio (the face report's 80/15/5).
 
-    The same items, ratios and seed always give the same split; sizes are floor(ratio * n) with the
-    remainder going to train, so no item is lost.
+    The same items, ratios and seed always give the same split; part sizes are floor(ratio * n) images
+    with the remainder going to train, so no item is lost. With `key` (an identity per item, e.g. the
+    person in a face photo) whole groups are shuffled and each group lands in the part where its first
+    image falls, so no identity is in two parts; sizes then follow the ratios to within one group.
+    With one item per group this is exactly the ungrouped split.
     """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
         raise ValueError(f"split ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
-    shuffled = [items[i] for i in order]
+    groups: dict[str, list[T]] = {}
+    for n, item in enumerate(items):
+        groups.setdefault(key(item) if key else str(n), []).append(item)
+    members = list(groups.values())
+    order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val, n_test = int(ratios[1] * len(items)), int(ratios[2] * len(items))
     n_train = len(items) - n_val - n_test
-    return {
-        "train": shuffled[:n_train],
-        "val": shuffled[n_train : n_train + n_val],
-        "test": shuffled[n_train + n_val :],
-    }
+    out: dict[str, list[T]] = {name: [] for name in SPLIT_NAMES}
+    seen = 0
+    for i in order:
+        part = "train" if seen < n_train else "val" if seen < n_train + n_val else "test"
+        out[part] += members[i]
+        seen += len(members[i])
+    return out
 
 
 def official_partition(partition_file: str | Path, image_dir: str | Path) -> dict[str, list[Path]]:

@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.srkit-installed
 
-.PHONY: setup run test lint typecheck unit clean
+.PHONY: setup browser run test lint typecheck unit clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The system Chromium the browser test drives (installed from the distribution when missing and allowed).
+browser:
+	scripts/ensure_browser.sh
+
+setup: $(STAMP) browser
 
 run: setup
 	$(BIN)/srkit demo --out runs/demo

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import io as pyio
+import socket
 import struct
 import threading
 import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fastapi import FastAPI
 from PIL import Image
 from torch import nn
 
@@ -72,6 +76,21 @@ class GatedNearest(nn.Module):
         return F.interpolate(x, scale_factor=4, mode="nearest")
 
 
+class SleepyNearest(nn.Module):
+    """Nearest-neighbour x4 that sleeps in each forward pass (one tile): a long upscale that leaves the CPU idle."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.scale = 4
+        self.seconds = seconds
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return F.interpolate(x, scale_factor=4, mode="nearest")
+
+
 def _client(**kwargs: Any) -> TestClient:
     """A TestClient on a CPU app; use it as a context manager so all requests share one event loop."""
     return TestClient(create_app(device="cpu", **kwargs))
@@ -105,7 +124,7 @@ def test_health(client: TestClient) -> None:
     body = client.get("/api/health").json()
     assert body["status"] == "ok"
     assert body["device"] == "cpu"
-    assert body["jobs_running"] == 0 and body["jobs_waiting"] == 0
+    assert body["jobs_running"] == 0 and body["jobs_waiting"] == 0 and body["jobs_abandoned"] == 0
     assert body["max_upload_bytes"] == serve_app.MAX_UPLOAD_BYTES and body["max_pixels"] == serve_app.MAX_PIXELS
     assert body["version"]
 
@@ -355,6 +374,126 @@ def test_model_that_fails_to_load_is_a_clear_500() -> None:
         response = _upscale(c, _png(_photo()), model="broken")
         assert response.status_code == 500
         assert "'broken' failed" in response.json()["detail"] and "do not fit" in response.json()["detail"]
+
+
+# --- clients that hang up (a real uvicorn on a loopback socket) --------------------------------------------------
+
+
+@contextmanager
+def _live_server(app: FastAPI) -> Iterator[str]:
+    """The app under a real uvicorn on a free 127.0.0.1 port, in a thread: a real socket, so a client can close it."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # log_config=None: leave pytest's logging alone; a short graceful shutdown bounds the teardown of a failed test.
+    config = uvicorn.Config(app, log_config=None, log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def _open_upload(url: str, data: bytes, *, tile: int | None = None) -> socket.socket:
+    """Send a whole upscale request on a raw socket and return the socket without reading the reply."""
+    boundary = "srkitboundary"
+    fields = {"model": "slow"} if tile is None else {"model": "slow", "tile": str(tile)}
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    )
+    body += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    host_port = url.removeprefix("http://")
+    head = (
+        f"POST /api/upscale HTTP/1.1\r\nHost: {host_port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    host, port = host_port.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _wait_for_live(
+    url: str, condition: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0
+) -> tuple[float, dict[str, Any]]:
+    """Poll the live server's /api/health until condition(health) holds; (seconds it took, that health)."""
+    start = time.monotonic()
+    health: dict[str, Any] = {}
+    while time.monotonic() - start < timeout_s:
+        health = httpx.get(f"{url}/api/health", timeout=5).json()
+        if condition(health):
+            return time.monotonic() - start, health
+        time.sleep(0.02)
+    raise AssertionError(f"health never satisfied the condition within {timeout_s} s; last: {health}")
+
+
+def test_disconnected_client_cancels_its_job_at_the_next_tile() -> None:
+    # 320 x 320 in tiles of 64 (stride 32): 9 x 9 = 81 tiles of 0.1 s, ~8 s if nobody stopped it.
+    slow = SleepyNearest(seconds=0.1)
+    app = create_app(device="cpu", models=["slow"], model_loader=lambda _name: slow, max_jobs=1, max_queue=0)
+    with _live_server(app) as url:
+        sock = _open_upload(url, _png(_photo(320, 320)), tile=64)
+        _wait_for_live(url, lambda h: h["jobs_running"] == 1 and slow.calls >= 2)
+        sock.close()  # the client gives up mid-upscale
+        calls_at_close = slow.calls
+        took, health = _wait_for_live(url, lambda h: h["jobs_running"] == 0 and h["jobs_waiting"] == 0, timeout_s=3)
+        assert took < 2, f"the worker was freed only {took:.1f} s after the client left"
+        assert health["jobs_abandoned"] == 1
+        time.sleep(0.3)  # three more tiles' time: none may start
+        # The tile in flight may finish, and one more start if the event loop heard late (a busy CPU); not 81.
+        assert slow.calls <= calls_at_close + 2, (calls_at_close, slow.calls)
+        # The only worker is free again (max_queue = 0, so a still-busy one would answer 503).
+        response = httpx.post(
+            f"{url}/api/upscale", files={"file": ("next.png", _png(_photo()), "image/png")}, data={"model": "slow"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-output-width"] == "128"
+
+
+def test_disconnect_while_waiting_frees_the_queue_slot() -> None:
+    gated = GatedNearest()
+    app = create_app(device="cpu", models=["slow"], model_loader=lambda _name: gated, max_jobs=1, max_queue=1)
+    data = _png(_photo())
+    results: dict[str, httpx.Response] = {}
+
+    def post(key: str, url: str) -> None:
+        results[key] = httpx.post(
+            f"{url}/api/upscale", files={"file": (f"{key}.png", data, "image/png")}, data={"model": "slow"}, timeout=30
+        )
+
+    with _live_server(app) as url:
+        try:
+            first = threading.Thread(target=post, args=("first", url))
+            first.start()
+            _wait_for_live(url, lambda h: h["jobs_running"] == 1)
+            sock = _open_upload(url, data)
+            _wait_for_live(url, lambda h: h["jobs_waiting"] == 1)
+            sock.close()  # gives up while queued behind the running job
+            took, health = _wait_for_live(url, lambda h: h["jobs_waiting"] == 0, timeout_s=3)
+            assert took < 2 and health["jobs_running"] == 1 and health["jobs_abandoned"] == 1
+            third = threading.Thread(target=post, args=("third", url))  # takes the freed place, no 503
+            third.start()
+            _wait_for_live(url, lambda h: h["jobs_waiting"] == 1)
+        finally:
+            gated.gate.set()  # a failed check must not leave the worker waiting for the gate
+        first.join()
+        third.join()
+    assert results["first"].status_code == 200 and results["third"].status_code == 200, results
+    assert gated.calls == 2  # the abandoned one never ran
 
 
 # --- schema, docs and the page -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ can show it as is.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import threading
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 from srkit import __version__, io
 from srkit.inference import TILE, TileOptions, upscale_image
 from srkit.models import available_models, load_model, model_scale
-from srkit.serve.jobs import Busy, Cancelled, JobRunner, JobTimeout, ModelCache, ModelLoader
+from srkit.serve.jobs import Abandoned, Busy, Cancelled, JobRunner, JobTimeout, ModelCache, ModelLoader
 
 MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 20 * MB
@@ -42,6 +43,9 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 # Tiles smaller than 64 could not hold the default overlap of 32 (overlap <= tile / 2); larger than 1024 would let
 # a client ask for a whole large image in one forward pass.
 TILE_RANGE = (64, 1024)
+# Not a standard code (nginx's "client closed request"): the status an abandoned upscale ends with; no client sees
+# it, but tests and middleware can.
+CLIENT_CLOSED_REQUEST = 499
 STATIC_DIR = Path(__file__).parent / "static"
 
 _ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
@@ -55,6 +59,7 @@ class Health(BaseModel):
     device: str
     jobs_running: int
     jobs_waiting: int
+    jobs_abandoned: int  # since start: clients that hung up before their upscale ended (the job was stopped)
     max_jobs: int
     max_queue: int
     max_upload_bytes: int
@@ -111,11 +116,15 @@ def create_app(
     names = list(models) if models is not None else available_models()
     if not names:
         raise ValueError("srkit serve needs at least one model to offer, got an empty list")
+    runner = JobRunner(max_jobs=max_jobs, max_queue=max_queue)  # checks max_jobs and max_queue
     if model_loader is None:
         _check_models(names)
-        model_loader = functools.partial(load_model, device=device)
-    runner = JobRunner(max_jobs=max_jobs, max_queue=max_queue)
-    cache = ModelCache(model_loader)
+        cache = ModelCache(functools.partial(load_model, device=device))
+        # Every offered model is loaded now: a bad one (foreign or corrupt file, weights that do not fit their
+        # arch) stops the server before it listens, instead of a 500 on every request that picks it.
+        _preload(cache, names)
+    else:
+        cache = ModelCache(model_loader)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +156,7 @@ def create_app(
             device=str(device),
             jobs_running=running,
             jobs_waiting=waiting,
+            jobs_abandoned=runner.abandoned,
             max_jobs=runner.max_jobs,
             max_queue=runner.max_queue,
             max_upload_bytes=max_upload_bytes,
@@ -179,6 +189,7 @@ def create_app(
         },
     )
     async def upscale(
+        request: Request,
         file: Annotated[UploadFile, File(description="the image to upscale (PNG, JPEG, WebP, BMP or TIFF)")],
         model: Annotated[str | None, Form(description="a name from /api/models (default: the first)")] = None,
         tile: Annotated[int | None, Form(description=f"LR tile side in pixels, {TILE_RANGE} (default {TILE})")] = None,
@@ -215,7 +226,13 @@ def create_app(
             )
 
         try:
-            job = await runner.run(work, timeout_s=timeout_s)
+            job = await runner.run(work, timeout_s=timeout_s, gone=functools.partial(_client_gone, request))
+        except Abandoned as err:
+            # Nobody will read this reply; the job stops at its next tile and its worker takes the next request.
+            raise HTTPException(
+                CLIENT_CLOSED_REQUEST,
+                f"the client closed the connection before upscaling {filename!r} finished; the upscale was cancelled",
+            ) from err
         except Busy as err:
             raise HTTPException(
                 503,
@@ -229,6 +246,9 @@ def create_app(
                 f"upscaling {filename!r} ({width}x{height}) with {model_name!r} took longer than "
                 f"timeout_s = {timeout_s:g} s; try a smaller image or a faster model",
             ) from err
+        except Cancelled as err:
+            # Raised at a checkpoint after runner.close(): the server is shutting down.
+            raise HTTPException(503, f"upscaling {filename!r} was cancelled: the server is shutting down") from err
         except io.ImageTooLargeError as err:
             raise HTTPException(413, str(err)) from err
         except io.ImageReadError as err:
@@ -285,6 +305,28 @@ def _upscale_bytes(
         result.rgb, suffix=".png", alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale
     )
     return _Upscaled(png, input_size=image.size, output_size=result.size, scale=model_scale(net))
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client has closed its connection (the server's http.disconnect message)."""
+    # The endpoint has read the whole body, so the next message the server has for this request is
+    # http.disconnect, sent as soon as the socket closes; waiting on receive() reacts at once, a poll of
+    # request.is_disconnected() only at its next tick.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        # ASGI servers may wake receive() with an empty body message (uvicorn does not): do not spin on them.
+        await asyncio.sleep(0.05)
+
+
+def _preload(cache: ModelCache, names: list[str]) -> None:
+    """Load each model into the cache; ValueError naming the model and what is wrong with it otherwise."""
+    for name in names:
+        try:
+            model_scale(cache.get(name))  # a network without an integer .scale would fail every request too
+        except Exception as err:  # safetensors, torch and the arch raise assorted types for a bad file
+            raise ValueError(f"model {name!r} cannot be served: {err}") from err
 
 
 def _check_models(names: list[str]) -> None:

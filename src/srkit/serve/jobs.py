@@ -6,10 +6,10 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from torch import nn
 
@@ -37,6 +37,10 @@ class Cancelled(Exception):
     """Raised inside a job, at a checkpoint, once its request gave up on it (timeout, disconnect, shutdown)."""
 
 
+class Abandoned(Exception):
+    """The client went away before its job finished; the job has been told to stop at its next checkpoint."""
+
+
 @dataclass(frozen=True)
 class Timed(Generic[T]):
     """A job's result and where its time went: waiting for a worker, then running."""
@@ -49,8 +53,9 @@ class Timed(Generic[T]):
 class JobRunner:
     """Runs jobs on at most `max_jobs` threads with at most `max_queue` more waiting; refuses the rest (Busy).
 
-    Worker threads cannot be killed, so a job that times out keeps its slot until it reaches its next
-    checkpoint (`cancel.is_set()`, e.g. after each batch of tiles) and stops: the limits count real work.
+    Worker threads cannot be killed, so a job that times out (or whose client disconnects) keeps its slot until
+    it reaches its next checkpoint (`cancel.is_set()`, e.g. after each batch of tiles) and stops: the limits
+    count real work.
     """
 
     def __init__(self, *, max_jobs: int, max_queue: int) -> None:
@@ -66,6 +71,7 @@ class JobRunner:
         self._cancels: set[threading.Event] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._last_run_s = 1.0
+        self.abandoned = 0  # requests whose client left before their job ended (changed on the event loop only)
 
     def counts(self) -> tuple[int, int]:
         """(running, waiting) jobs right now."""
@@ -76,8 +82,19 @@ class JobRunner:
         """A hint for Retry-After: how long the last job took, in whole seconds (at least 1)."""
         return max(1, math.ceil(self._last_run_s))
 
-    async def run(self, work: Callable[[threading.Event], T], *, timeout_s: float) -> Timed[T]:
-        """Run work(cancel) on a worker thread; raise Busy when full and JobTimeout after timeout_s (wait + run)."""
+    async def run(
+        self,
+        work: Callable[[threading.Event], T],
+        *,
+        timeout_s: float,
+        gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> Timed[T]:
+        """Run work(cancel) on a worker thread; raise Busy when full and JobTimeout after timeout_s (wait + run).
+
+        gone: returns an awaitable that completes once the client has left (disconnected); if it completes
+        before the job does, the job is told to stop and Abandoned is raised, so an abandoned request gives
+        its slot back at the job's next checkpoint instead of after the whole upscale.
+        """
         cancel = threading.Event()
         with self._lock:
             if self._admitted >= self.max_jobs + self.max_queue:
@@ -123,18 +140,34 @@ class JobRunner:
                 self._cancels.discard(cancel)
             raise
         future.add_done_callback(release)
-        try:
-            # wait_for cancels the wrapper on timeout, which cancels `future` if it has not started yet.
-            value = await asyncio.wait_for(asyncio.wrap_future(future), timeout=timeout_s)
-        except asyncio.TimeoutError as err:
+        result = asyncio.wrap_future(future)
+        watcher = asyncio.ensure_future(gone()) if gone is not None else None
+
+        def give_up() -> None:
             cancel.set()
-            raise JobTimeout() from err
+            # Cancelling the asyncio wrapper cancels `future` too if it has not started yet (it never runs).
+            result.cancel()
+
+        try:
+            waiting: set[asyncio.Future[Any]] = {result} if watcher is None else {result, watcher}
+            done, _pending = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            cancel.set()  # the request went away (client disconnect, shutdown): stop the work too
+            give_up()  # the request's task was cancelled (server shutdown): stop the work too
             raise
-        done = time.perf_counter()
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+        if result not in done:
+            give_up()
+            if watcher is not None and watcher in done:
+                watcher.result()  # an error while watching the connection is raised as is
+                self.abandoned += 1
+                raise Abandoned()
+            raise JobTimeout()
+        value = result.result()
+        done_at = time.perf_counter()
         start = started[0] if started else submitted
-        return Timed(value, wait_s=start - submitted, run_s=done - start)
+        return Timed(value, wait_s=start - submitted, run_s=done_at - start)
 
     def close(self) -> None:
         """Tell every job to stop at its next checkpoint and drop the ones still waiting."""

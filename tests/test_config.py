@@ -27,7 +27,9 @@ def test_defaults() -> None:
     assert config.data.gt_size == 96 and config.data.batch_size == 16
     assert config.optim.lr_g == 1e-4 and config.optim.betas == (0.9, 0.999)
     assert config.loss.pixel == "l1" and config.loss.perceptual_weight == 0.0
-    assert config.train.amp == "none" and config.train.ema_decay is None
+    assert config.train.amp == "auto" and config.train.ema_decay is None
+    assert config.train.keep_last is None  # every milestone is kept
+    assert config.train.on_nonfinite == "stop" and config.train.max_rollbacks == 3
 
 
 def test_srresnet_recipe_has_the_reports_settings() -> None:
@@ -127,6 +129,92 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
 def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ValueError, match=f"'{key}'"):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", "/abs/path", "a/b", "a\\b", "", ".", ".hidden", "x" * 256, "a b"])
+def test_run_name_must_stay_inside_out_dir(name: str) -> None:
+    with pytest.raises(ValueError, match="'name': must be a run folder name") as info:
+        load_config(None, [f"name={name}"])
+    assert "letters, digits" in str(info.value) and "not starting with a dot" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["run", "srresnet_x4", "a.b-c_1", "run-2024-06-01", "x" * 255])
+def test_good_run_names(name: str) -> None:
+    assert load_config(None, [f"name={name}"]).name == name
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("optim.lr_g=-1", "optim.lr_g", "> 0"),
+        ("optim.lr_g=0", "optim.lr_g", "> 0"),
+        ("optim.lr_d=0", "optim.lr_d", "> 0"),
+        ("optim.lr_d=1e38", "optim.lr_d", "<= 1"),  # overflows float32 inside Adam
+        ("optim.lr_g=.nan", "optim.lr_g", "finite"),
+        ("optim.lr_g=.inf", "optim.lr_g", "finite"),
+        ("optim.betas=[0.9, 1.0]", "optim.betas", "[0, 1)"),
+        ("optim.betas=[-0.1, 0.999]", "optim.betas", "[0, 1)"),
+        ("optim.weight_decay=-0.01", "optim.weight_decay", ">= 0"),
+        ("optim.gamma=0", "optim.gamma", "> 0"),
+        ("optim.gamma=-0.5", "optim.gamma", "> 0"),
+        ("optim.min_lr=-1e-7", "optim.min_lr", ">= 0"),
+        ("optim.grad_clip=-1", "optim.grad_clip", "> 0"),
+        ("optim.grad_clip=0", "optim.grad_clip", "> 0"),
+        ("optim.milestones=[0, 10]", "optim.milestones", ">= 1"),
+        ("optim.d_warmup_steps=-1", "optim.d_warmup_steps", ">= 0"),
+        ("train.ema_decay=0", "train.ema_decay", "(0, 1)"),
+        ("train.ema_decay=1.0", "train.ema_decay", "(0, 1)"),
+        ("train.ema_decay=1.5", "train.ema_decay", "(0, 1)"),
+        ("train.patience=0", "train.patience", ">= 1"),
+        ("train.d_collapse_steps=0", "train.d_collapse_steps", ">= 1"),
+        ("train.d_collapse_threshold=2", "train.d_collapse_threshold", "[0, 1]"),
+        ("train.seed=-1", "train.seed", "2**63"),
+        ("train.seed=18446744073709551616", "train.seed", "2**63"),  # torch.manual_seed overflows
+        ("train.keep_last=0", "train.keep_last", ">= 1"),
+        ("train.max_rollbacks=-1", "train.max_rollbacks", ">= 0"),
+        ("train.on_nonfinite=skip", "train.on_nonfinite", "rollback"),
+        ("data.workers=-1", "data.workers", ">= 0"),
+        ("data.hr_size=[0, 256]", "data.hr_size", ">= 1"),
+        ("data.hr_size=[256, -4]", "data.hr_size", ">= 1"),
+        ("data.face_margin=-0.1", "data.face_margin", ">= 0"),
+        ("data.split=[0.8, 0.3, 0.05]", "data.split", "summing to 1"),
+        ("data.split=[1.1, -0.1, 0]", "data.split", "non-negative"),
+        ("data.split_seed=-3", "data.split_seed", "2**63"),
+        ("model.scale=0", "model.scale", ">= 1"),  # was a ZeroDivisionError in the gt_size check
+        ("loss.pixel_weight=-1", "loss.pixel_weight", ">= 0"),
+    ],
+)
+def test_numeric_ranges_name_the_key(override: str, key: str, expected: str) -> None:
+    with pytest.raises(ValueError, match=f"'{key}'") as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert expected in message, message
+    assert "Value error," not in message  # pydantic's prefix is dropped
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr_g=1",
+        "optim.betas=[0, 0.999]",
+        "optim.min_lr=0",
+        "optim.grad_clip=0.5",
+        "optim.gamma=2",
+        "train.ema_decay=0.5",
+        "train.d_collapse_threshold=0",
+        "train.seed=0",
+        "train.keep_last=1",
+        "train.max_rollbacks=0",
+        "train.on_nonfinite=rollback",
+        "train.amp=auto",
+        "data.workers=0",
+        "data.face_margin=0",
+        "data.hr_size=[1, 1]",
+        "data.split=[0.8, 0.15, 0.05]",
+    ],
+)
+def test_range_edges_are_accepted(override: str) -> None:
+    load_config(None, [override])
 
 
 def test_literal_error_says_what_is_allowed() -> None:

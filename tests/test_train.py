@@ -75,6 +75,7 @@ def _overrides(out_dir: Path, images: dict[str, Path], name: str = "run", **extr
         "data.batch_size": 2,
         "model.args": {"width": 8, "num_blocks": 1},
         "train.device": "cpu",
+        "train.amp": "none",  # fp32: exact comparisons must not depend on the machine's bf16 support
         "train.lpips_net": "none",
         "train.tensorboard": False,
         "train.steps": 4,
@@ -535,8 +536,8 @@ def test_best_checkpoints_match_val_history(tmp_path: Path, images: dict[str, Pa
 
 
 def test_early_stop(tmp_path: Path, images: dict[str, Path]) -> None:
-    # lr 0 freezes the weights; BatchNorm running statistics still move in train mode, so the validated
-    # network is an EMA with decay 1.0 (a frozen copy after its first update): no validation can improve.
+    # lr 1e-30 leaves the float32 weights as they are (lr 0 is refused); BatchNorm running statistics still
+    # move in train mode, so the validated network is an EMA: no validation can improve.
     config = _tiny(
         tmp_path,
         images,
@@ -544,8 +545,8 @@ def test_early_stop(tmp_path: Path, images: dict[str, Path]) -> None:
         train__val_every=1,
         train__early_stop_metric="psnr",
         train__patience=1,
-        train__ema_decay=1.0,
-        optim__lr_g=0.0,
+        train__ema_decay=0.999,
+        optim__lr_g=1e-30,
     )
     run = fit(config)
     summary = json.loads((run / "summary.json").read_text())
@@ -717,16 +718,167 @@ def test_summary_reports_a_crash(tmp_path: Path, images: dict[str, Path], monkey
     # Regression: summary.json is written in a `finally`, but stop_reason stays "finished" when the loop raised
     # (NaN loss, KeyboardInterrupt, out of memory): a crashed run's summary says it finished. Fix (loop.py):
     # `except BaseException as err: stop_reason = f"error: {type(err).__name__}: {err}"; raise` before
-    # the `finally`.
-    def nan_l1(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.l1_loss(sr, gt) * float("nan")
+    # the `finally`. (A NaN loss is no crash any more: it stops cleanly, see test_nonfinite_loss_stops_*.)
+    calls = itertools.count(1)
 
-    monkeypatch.setattr(loop, "pixel_loss", lambda kind: nan_l1)
-    with pytest.raises(FloatingPointError, match="NaN"):
+    def crashing_l1(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        if next(calls) == 2:
+            raise RuntimeError("out of memory (simulated)")
+        return torch.nn.functional.l1_loss(sr, gt)
+
+    monkeypatch.setattr(loop, "pixel_loss", lambda kind: crashing_l1)
+    with pytest.raises(RuntimeError, match="simulated"):
         fit(_tiny(tmp_path, images, train__steps=3))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["step"] == 1
-    assert summary["stop_reason"] != "finished"
+    assert summary["stop_reason"] == "error: RuntimeError: out of memory (simulated)"
+
+
+# hardening: non-finite losses, milestone pruning, stale temporary files, train.amp auto --------------------
+
+
+def _nan_pixel_loss(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
+    """The L1 pixel loss, NaN on the given calls (1-based; one call per generator step that runs)."""
+    calls = itertools.count(1)
+
+    def l1(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        loss = torch.nn.functional.l1_loss(sr, gt)
+        return loss * float("nan") if next(calls) in bad_calls else loss
+
+    monkeypatch.setattr(loop, "pixel_loss", lambda kind: l1)
+
+
+def test_nonfinite_loss_stops_and_keeps_latest(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _nan_pixel_loss(monkeypatch, {3})
+    config = _tiny(tmp_path, images, train__steps=4, train__save_every=2)
+    with pytest.raises(loop.NonFiniteLoss) as info:
+        fit(config)
+    message = "step 3: loss term l_pix is nan; training stopped, latest checkpoint at step 2 kept"
+    assert str(info.value) == message
+    run = tmp_path / "run"
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 2  # the bad step was not applied, nor saved
+    assert all(torch.isfinite(v).all() for v in ckpt["net_g"].values())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == message and summary["step"] == 2 and summary["rollbacks"] == 0
+    assert [int(r["step"]) for r in _history(run)] == [1, 2]
+    assert message in (run / "train.log").read_text()
+
+
+def test_nonfinite_discriminator_loss_stops(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d_loss, g_loss = loop.ADVERSARIAL["vanilla"]
+
+    def inf_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_loss(real, fake) * float("inf")
+
+    monkeypatch.setitem(loop.ADVERSARIAL, "vanilla", (inf_d_loss, g_loss))
+    gan = {"discriminator.arch": "srgan", "discriminator.args": {"channels": [8, 8], "hidden": 8}}
+    config = _tiny(
+        tmp_path, images, train__steps=2, train__on_nonfinite="rollback", loss__adversarial_weight=0.001, **gan
+    )
+    # No latest.pt yet: nothing to roll back to, so it stops.
+    with pytest.raises(loop.NonFiniteLoss, match=r"^step 1: loss term loss_d is inf; training stopped, no checkpoint"):
+        fit(config)
+    assert not (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+
+
+def test_nonfinite_loss_rolls_back_and_continues(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _nan_pixel_loss(monkeypatch, {3})
+    config = _tiny(
+        tmp_path, images, train__steps=5, train__save_every=2, train__ema_decay=0.9, train__on_nonfinite="rollback"
+    )
+    run = fit(config)
+    log = (run / "train.log").read_text()
+    assert "step 3: loss term l_pix is nan; rolling back to latest.pt at step 2 (rollback 1 of at most 3)" in log
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "finished" and summary["step"] == 5 and summary["rollbacks"] == 1
+    rows = _history(run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]  # steps 3.. logged once, after the rollback
+    assert rows[2]["loss_g"] == ""  # the batch that gave the NaN is skipped on the replay
+    assert all(math.isfinite(float(r["loss_g"])) for i, r in enumerate(rows) if i != 2)
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 5
+    for key in ("net_g", "ema"):
+        assert all(torch.isfinite(v).all() for v in ckpt[key].values() if v.is_floating_point()), key
+
+
+def test_nonfinite_loss_stops_after_max_rollbacks(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _nan_pixel_loss(monkeypatch, {3, 4, 5})
+    config = _tiny(
+        tmp_path, images, train__steps=6, train__save_every=2, train__on_nonfinite="rollback", train__max_rollbacks=1
+    )
+    with pytest.raises(loop.NonFiniteLoss) as info:
+        fit(config)
+    # Step 3 rolls back to step 2; on the replay step 3 is skipped and step 4's loss is NaN: no rollbacks left.
+    message = "step 4: loss term l_pix is nan; training stopped after 1 rollback(s), latest checkpoint at step 2 kept"
+    assert str(info.value) == message
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == message and summary["rollbacks"] == 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 2
+
+
+def test_keep_last_prunes_old_milestones(tmp_path: Path, images: dict[str, Path]) -> None:
+    run = fit(_tiny(tmp_path, images, train__steps=5, train__save_every=1, train__val_every=2, train__keep_last=2))
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == [
+        "best_psnr.safetensors",
+        "best_ssim.safetensors",
+        "generator_step0000004.safetensors",
+        "generator_step0000005.safetensors",
+        "latest.pt",
+    ]
+    log = (run / "train.log").read_text()
+    assert "removed milestone generator_step0000001.safetensors" in log and "train.keep_last=2" in log
+
+
+def test_stale_temporary_files_are_removed_on_start_and_resume(tmp_path: Path, images: dict[str, Path]) -> None:
+    # What a kill -9 inside io.atomic_write leaves: .NAME.tmpXXXXXXXX next to the file it was replacing.
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / ".latest.pt.tmp0123abcd").write_bytes(b"x" * 1000)
+    (run / ".summary.json.tmpdeadbeef").write_bytes(b"{")
+    (run / "notes.tmp.txt").write_text("mine")  # not a hidden temp: left alone
+    fit(_tiny(tmp_path, images, train__steps=2, train__val_every=2))
+    assert not list(run.glob(".*.tmp*")) and not list((run / "checkpoints").glob(".*.tmp*"))
+    assert (run / "notes.tmp.txt").read_text() == "mine"
+    log = (run / "train.log").read_text()
+    assert f"removed stale temporary file {run / 'checkpoints' / '.latest.pt.tmp0123abcd'} (1000 bytes)" in log
+    assert ".summary.json.tmpdeadbeef (1 bytes)" in log
+
+    (run / "checkpoints" / ".latest.pt.tmpfeedf00d").write_bytes(b"y" * 10)
+    fit(load_config(run / "config.yaml", ["train.steps=3"]), resume=run)
+    assert not list((run / "checkpoints").glob(".*.tmp*"))
+    assert ".latest.pt.tmpfeedf00d (10 bytes)" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("native", "resolved", "why"),
+    [(True, "bf16", "CPU has AVX512-BF16/AMX"), (False, "none", "CPU has no AVX512-BF16/AMX: float32")],
+)
+def test_amp_auto_resolves_once_and_is_recorded(
+    tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch, native: bool, resolved: str, why: str
+) -> None:
+    monkeypatch.setattr(loop, "auto_precision", lambda device: torch.bfloat16 if native else torch.float32)
+    config = _tiny(tmp_path, images, train__steps=2, train__val_every=2, train__amp="auto")
+    run = fit(config)
+    assert config.train.amp == "auto"  # the caller's config is not changed
+    assert load_config(run / "config.yaml").train.amp == resolved
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["config"]["train"]["amp"] == resolved
+    assert json.loads((run / "summary.json").read_text())["amp"] == resolved
+    assert (run / "train.log").read_text().count(f"train.amp auto -> {resolved} ({why})") == 1
+    # A resume keeps the precision the run saved, whatever this machine would pick now.
+    monkeypatch.setattr(loop, "auto_precision", lambda device: torch.float32 if native else torch.bfloat16)
+    fit(load_config(run / "config.yaml", ["train.steps=3"]), resume=run)
+    assert json.loads((run / "summary.json").read_text())["amp"] == resolved
+    assert (run / "train.log").read_text().count("train.amp auto") == 1
 
 
 def test_logged_losses_average_only_the_steps_that_had_them(

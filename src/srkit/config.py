@@ -29,7 +29,29 @@ def _yaml(text: str) -> Any:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a .nan or .inf in a recipe would only surface as a NaN loss many steps later.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# A run folder is out_dir/name: one path component that stays inside out_dir and is not hidden.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_SEED_MAX = 2**63  # torch.manual_seed overflows at 2**64; the rank is added to train.seed
+
+
+def _at_least(v: float, low: float, what: str = "") -> None:
+    if v < low:
+        raise ValueError(f"must be >= {low}{what}")
+
+
+def _above(v: float, low: float, what: str = "") -> None:
+    if v <= low:
+        raise ValueError(f"must be > {low}{what}")
+
+
+def _seed(v: int) -> int:
+    if not 0 <= v < _SEED_MAX:
+        raise ValueError("must be an integer in 0 .. 2**63 - 1")
+    return v
 
 
 class ModelConfig(_Section):
@@ -39,6 +61,12 @@ class ModelConfig(_Section):
     scale: int = 4
     args: dict[str, Any] = Field(default_factory=dict)
     init_from: str | None = None  # weights (.safetensors) or a checkpoint (.pt) to start from (stage 2)
+
+    @field_validator("scale")
+    @classmethod
+    def _positive_scale(cls, v: int) -> int:
+        _at_least(v, 1, " (the upscaling factor)")
+        return v
 
 
 class DiscriminatorConfig(_Section):
@@ -79,8 +107,38 @@ class DataConfig(_Section):
     @field_validator("gt_size", "batch_size")
     @classmethod
     def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
+        _at_least(v, 1)
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        _at_least(v, 0, " (0 loads batches in the training process)")
+        return v
+
+    @field_validator("split_seed")
+    @classmethod
+    def _split_seed(cls, v: int) -> int:
+        return _seed(v)
+
+    @field_validator("split")
+    @classmethod
+    def _ratios(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and (any(r < 0 for r in v) or abs(sum(v) - 1) > 1e-6):
+            raise ValueError("must be three non-negative train/val/test ratios summing to 1, e.g. [0.8, 0.15, 0.05]")
+        return v
+
+    @field_validator("hr_size")
+    @classmethod
+    def _hr_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 1:
+            raise ValueError("must be [H, W] with both sides >= 1 pixel, or null")
+        return v
+
+    @field_validator("face_margin")
+    @classmethod
+    def _margin(cls, v: float) -> float:
+        _at_least(v, 0, " (the margin around the face, as a fraction of its size)")
         return v
 
     @field_validator("degradation")
@@ -111,8 +169,7 @@ class LossConfig(_Section):
     @field_validator("pixel_weight", "perceptual_weight", "adversarial_weight")
     @classmethod
     def _non_negative(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"must be >= 0, got {v}")
+        _at_least(v, 0)
         return v
 
     @model_validator(mode="after")
@@ -145,6 +202,47 @@ class OptimConfig(_Section):
     d_warmup_steps: int = 0  # train only the discriminator for the first N steps
     warmup_steps: int = Field(default=0, ge=0)  # LR rises linearly to lr over the first N steps (both nets)
 
+    @field_validator("lr_g", "lr_d")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        # Above 1 an Adam step overflows float32 or diverges at once; neither is a learning rate anyone means.
+        if not 0 < v <= 1:
+            raise ValueError("must be > 0 and <= 1 (an Adam learning rate, e.g. 1e-4)")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("must be two Adam coefficients in [0, 1), e.g. [0.9, 0.999]")
+        return v
+
+    @field_validator("weight_decay", "min_lr", "d_warmup_steps")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        _at_least(v, 0)
+        return v
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, v: float) -> float:
+        _above(v, 0, " (the multistep LR factor)")
+        return v
+
+    @field_validator("grad_clip")
+    @classmethod
+    def _clip(cls, v: float | None) -> float | None:
+        if v is not None:
+            _above(v, 0, " (a max gradient norm), or null for no clipping")
+        return v
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v: list[int]) -> list[int]:
+        if any(m < 1 for m in v):
+            raise ValueError("must be steps >= 1")
+        return v
+
 
 class TrainConfig(_Section):
     """Length, cadence, precision, averaging, stopping and logging of a run."""
@@ -155,7 +253,9 @@ class TrainConfig(_Section):
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    # auto: bf16 where it runs natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else none; a run saves
+    # the value it resolved to, so a resume keeps the precision it started with
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     ema_decay: float | None = None  # e.g. 0.999: validate and export the EMA generator
     early_stop_metric: Literal["psnr", "ssim", "lpips"] | None = None
@@ -166,12 +266,47 @@ class TrainConfig(_Section):
     wandb_mode: Literal["offline", "online"] = "offline"
     d_collapse_threshold: float = 0.01  # warn when mean D(G(z)) stays below this ...
     d_collapse_steps: int = 500  # ... for this many consecutive steps
+    keep_last: int | None = None  # keep only the newest N milestone generator_step*.safetensors (None: all)
+    # a NaN/inf loss term: stop (keep latest.pt, exit non-zero) or roll back to latest.pt and go on
+    on_nonfinite: Literal["stop", "rollback"] = "stop"
+    max_rollbacks: int = 3  # rollbacks per session before a non-finite loss stops the run
 
-    @field_validator("steps", "val_every", "save_every", "log_every")
+    @field_validator("steps", "val_every", "save_every", "log_every", "patience", "d_collapse_steps")
     @classmethod
     def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
+        _at_least(v, 1)
+        return v
+
+    @field_validator("keep_last")
+    @classmethod
+    def _keep_last(cls, v: int | None) -> int | None:
+        if v is not None:
+            _at_least(v, 1, " (milestones to keep), or null to keep all")
+        return v
+
+    @field_validator("max_rollbacks")
+    @classmethod
+    def _rollbacks(cls, v: int) -> int:
+        _at_least(v, 0)
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        return _seed(v)
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _ema_decay(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v < 1:
+            raise ValueError("must be in (0, 1), e.g. 0.999, or null for no EMA")
+        return v
+
+    @field_validator("d_collapse_threshold")
+    @classmethod
+    def _threshold(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError("must be in [0, 1] (a mean discriminator probability)")
         return v
 
 
@@ -187,6 +322,16 @@ class Config(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _run_name(cls, v: str) -> str:
+        # The run folder is out_dir/name: '../x', '/abs', 'a/b', '' or '.' would write outside it or over it.
+        if not _NAME.fullmatch(v) or len(v) > 255:
+            raise ValueError(
+                "must be a run folder name: letters, digits, '.', '_' and '-' (at most 255), not starting with a dot"
+            )
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -237,7 +382,8 @@ def _explain(err: ValidationError, source: str) -> ValueError:
             allowed = ", ".join(_allowed_keys(Config, e["loc"]))
             lines.append(f"unknown key '{key}' (allowed here: {allowed})")
         else:
-            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+            msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' ValueErrors
+            lines.append(f"'{key}': {msg} (got {e.get('input')!r})")
     return ValueError(f"bad config {source}: " + "; ".join(lines))
 
 

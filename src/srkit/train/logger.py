@@ -116,10 +116,23 @@ class RunLogger:
             self.log.info(message)
             print(message, file=sys.stderr, flush=True)
 
-    def warning(self, message: str) -> None:
+    def warning(self, message: str, *, stderr: bool = True) -> None:
         if self.enabled:
             self.log.warning(message)
-            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+            if stderr:
+                print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after `step`: a rollback replays those steps and logs them again."""
+        if not self.enabled:
+            return
+        for name, fields in (("history.csv", TRAIN_FIELDS), ("val_history.csv", VAL_FIELDS)):
+            _truncate_csv(self.run_dir / name, fields, step)
+        if self._tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
 
     def _append(self, name: str, fields: tuple[str, ...], row: dict[str, Any]) -> None:
         with (self.run_dir / name).open("a", newline="") as f:

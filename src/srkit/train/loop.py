@@ -3,7 +3,8 @@
 A step draws batch `step` (see data.datasets: batches are a pure function of seed and step), updates
 the generator, then the discriminator. Validation, checkpoints and logs happen on rank 0 at the
 configured cadence. Resuming restores every state, so the losses after a resume equal those of an
-uninterrupted run.
+uninterrupted run. A NaN/inf loss term is never applied or saved: the run stops (train.on_nonfinite=stop)
+or goes back to latest.pt (rollback) and replays from there without that step's batch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from srkit.archs import DISCRIMINATORS
 from srkit.config import Config, dump_config
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset
 from srkit.data.pipeline import build_pairs, gather_sources
-from srkit.device import pick_device
+from srkit.device import auto_precision, pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss, pixel_loss
 from srkit.metrics import LPIPS
 from srkit.models import build_generator, load_model, save_weights
@@ -39,6 +41,12 @@ from srkit.train.logger import RunLogger, memory_report
 from srkit.train.validate import validate
 
 METRIC_BETTER = {"psnr": max, "ssim": max, "lpips": min}
+LOSS_TERMS = ("l_pix", "l_percep", "l_adv", "loss_g", "loss_d")  # in the order a step computes them
+_MILESTONE = re.compile(r"generator_step(\d+)\.safetensors")
+
+
+class NonFiniteLoss(ValueError):
+    """A loss term became NaN/inf and the run stopped (latest.pt kept); a ValueError so the CLI prints one line."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,68 @@ def _new_run_dir(config: Config) -> Path:
     return run_dir
 
 
+def _resolve_amp(config: Config, device: torch.device) -> tuple[Config, str | None]:
+    """train.amp auto -> bf16 where bf16 is native on `device`, else none; a copy of the config and a note."""
+    if config.train.amp != "auto":
+        return config, None
+    bf16 = auto_precision(device) == torch.bfloat16
+    if device.type == "cuda":
+        why = "CUDA device supports bf16" if bf16 else "CUDA device without bf16: float32"
+    elif device.type == "cpu":
+        why = "CPU has AVX512-BF16/AMX" if bf16 else "CPU has no AVX512-BF16/AMX: float32"
+    else:
+        why = f"no native bf16 on {device.type}: float32"
+    resolved = config.model_copy(deep=True)
+    # The resolved value is what config.yaml and the checkpoints record, so a resume keeps this precision.
+    resolved.train.amp = "bf16" if bf16 else "none"
+    return resolved, f"train.amp auto -> {resolved.train.amp} ({why})"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _remove_stale_temps(run_dir: Path, logger: RunLogger) -> None:
+    """Delete temporary files that an interrupted io.atomic_write left behind (.NAME.tmpXXXXXXXX)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "val", run_dir / "samples"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob(".*.tmp*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            size = path.stat().st_size
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            logger.warning(f"removed stale temporary file {path} ({_size(size)}), left by an interrupted write")
+
+
+def _prune_milestones(ckpt_dir: Path, keep: int, logger: RunLogger) -> None:
+    """Keep the newest `keep` milestone exports; best_* and latest.pt are never touched."""
+    found = sorted((int(m.group(1)), path) for path in ckpt_dir.iterdir() if (m := _MILESTONE.fullmatch(path.name)))
+    for _, path in found[:-keep]:
+        size = path.stat().st_size
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        logger.info(f"removed milestone {path.name} ({_size(size)}): train.keep_last={keep}")
+
+
+def _first_nonfinite(logs: dict[str, float], dinfo: DistInfo, device: torch.device) -> str | None:
+    """The first loss term of this step that is NaN/inf on any rank, from the .item() values logged anyway."""
+    bad = [k in logs and not math.isfinite(logs[k]) for k in LOSS_TERMS]
+    if dinfo.world > 1:
+        # Every rank must skip the same optimizer step, or the others would wait in DDP's gradient all-reduce.
+        flags = torch.tensor(bad, dtype=torch.int32, device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad = [bool(f) for f in flags.tolist()]
+    return next((k for k, is_bad in zip(LOSS_TERMS, bad, strict=True) if is_bad), None)
+
+
+def _log_window(state: dict[str, Any] | None) -> tuple[dict[str, float], dict[str, int], int]:
+    """The partly filled log window a checkpoint saved (sums, counts, steps), empty for a fresh run."""
+    saved = state.get("log_window", {}) if state else {}
+    return dict(saved.get("sums", {})), dict(saved.get("counts", {})), int(saved.get("n", 0))
+
+
 @contextlib.contextmanager
 def _distributed(dinfo: DistInfo, device: torch.device) -> Iterator[None]:
     if dinfo.world == 1:
@@ -197,6 +267,7 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
         run_dir = _new_run_dir(config)
     is_main = dinfo.rank == 0
     start_step = int(ckpt["step"]) if ckpt else 0
+    config, amp_note = _resolve_amp(config, device)
     cfg_dump = config.model_dump(mode="json")
     amp = config.train.amp
     amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -287,7 +358,10 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
         resume_step=start_step if ckpt else None,
     )
     if is_main:
+        _remove_stale_temps(run_dir, logger)
         io.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
+    if amp_note:
+        logger.info(amp_note)
     for path, reason in pairs.skipped:
         logger.warning(f"skipped training image {path}: {reason}")
     logger.info(
@@ -297,24 +371,32 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
 
     best: dict[str, dict[str, float]] = {}
     evals_without_gain = 0
-    if ckpt is not None:
-        net_g.load_state_dict(ckpt["net_g"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        sched_g.load_state_dict(ckpt["sched_g"])
+
+    def restore(state: dict[str, Any]) -> int:
+        """Load a checkpoint's networks, optimisers, schedules, EMA, scaler, best scores and RNG; its patience."""
+        unwrap(net_g).load_state_dict(state["net_g"])
+        opt_g.load_state_dict(state["opt_g"])
+        sched_g.load_state_dict(state["sched_g"])
         if net_d is not None and opt_d is not None and sched_d is not None:
-            net_d.load_state_dict(ckpt["net_d"])
-            opt_d.load_state_dict(ckpt["opt_d"])
-            sched_d.load_state_dict(ckpt["sched_d"])
+            unwrap(net_d).load_state_dict(state["net_d"])
+            opt_d.load_state_dict(state["opt_d"])
+            sched_d.load_state_dict(state["sched_d"])
         if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        scaler.load_state_dict(ckpt["scaler"])
+            ema.load_state_dict(state["ema"])
+        scaler.load_state_dict(state["scaler"])
         # The optimisers' saved LRs follow the old plan; set this step's LR from the config (re-planned).
+        at = int(state["step"])
         for opt, base in ((opt_g, o.lr_g), (opt_d, o.lr_d)):
             for group in opt.param_groups if opt is not None else []:
-                group["lr"] = base * lr_factor(start_step, config, base)
-        best = ckpt.get("best", {})
-        evals_without_gain = int(ckpt.get("evals_without_gain", 0))
-        set_rng_state(ckpt["rng"][dinfo.rank] if dinfo.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+                group["lr"] = base * lr_factor(at, config, base)
+        best.clear()
+        best.update(state.get("best", {}))
+        rngs = state["rng"]
+        set_rng_state(rngs[dinfo.rank] if dinfo.rank < len(rngs) else rngs[0])
+        return int(state.get("evals_without_gain", 0))
+
+    if ckpt is not None:
+        evals_without_gain = restore(ckpt)
         logger.info(f"resumed from {run_dir / 'checkpoints' / 'latest.pt'} at step {start_step}")
     if dinfo.world > 1:
         net_g = DistributedDataParallel(net_g)
@@ -354,156 +436,216 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
 
     ckpt_dir = run_dir / "checkpoints"
     total = config.train.steps
-    loader = _loader(dataset, start_step, total, config, dinfo, device)
     bar = _progress(total, start_step, is_main)
     # A partly filled log window is part of the state, so rows after a resume equal an uninterrupted run's.
-    saved_window = ckpt.get("log_window", {}) if ckpt else {}
-    window: dict[str, float] = dict(saved_window.get("sums", {}))
-    counts: dict[str, int] = dict(saved_window.get("counts", {}))
-    window_n = int(saved_window.get("n", 0))
+    window, counts, window_n = _log_window(ckpt)
     collapse_run = 0
     t_window = time.perf_counter()
     t_start = time.perf_counter()
     step = start_step
     stop_reason = "finished"
+    last_saved = start_step if ckpt else None  # the step latest.pt holds
+    rollbacks = 0
+    # Steps whose batch gave a non-finite loss before a rollback: replayed without an update, as the same
+    # state and batch would (deterministically) give the same NaN again.
+    skip_steps: set[int] = set()
+    nonfinite: NonFiniteLoss | None = None
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp != "none")
     net_g.train()
     if net_d is not None:
         net_d.train()
     try:
-        for lq, gt in loader:
-            lq = lq.to(device, non_blocking=True)
-            gt = gt.to(device, non_blocking=True)
-            if config.train.channels_last:
-                lq, gt = (
-                    lq.contiguous(memory_format=torch.channels_last),
-                    gt.contiguous(memory_format=torch.channels_last),
-                )
-            logs: dict[str, float] = {}
-            train_g = step >= o.d_warmup_steps or net_d is None
-
-            # Generator step. D is a fixed judge here: its weights get no gradients (cheaper, and G's
-            # loss must never move D). The unwrapped D is used so DDP does not wait for D's gradients.
-            if train_g:
-                with autocast:
-                    sr = net_g(lq)
-                    loss_g = torch.zeros((), device=device)
-                    if loss_cfg.pixel_weight > 0:  # 0: no content term at all (the vanilla-GAN baseline)
-                        l_pix = loss_cfg.pixel_weight * pix_fn(sr.float(), gt)
-                        loss_g = loss_g + l_pix
-                        logs["l_pix"] = l_pix.item()
-                    if percep is not None:
-                        l_percep = loss_cfg.perceptual_weight * percep(sr, gt)
-                        loss_g = loss_g + l_percep
-                        logs["l_percep"] = l_percep.item()
-                    if use_adv and net_d is not None:
-                        d_plain = unwrap(net_d)
-                        d_plain.requires_grad_(False)
-                        fake_logits = d_plain(sr).float()
-                        # Only the relativistic loss compares with real images; no graph needed for them.
-                        real_logits = d_plain(gt).float().detach() if loss_cfg.adversarial == "ragan" else fake_logits
-                        l_adv = loss_cfg.adversarial_weight * g_loss_fn(real_logits, fake_logits)
-                        loss_g = loss_g + l_adv
-                        logs["l_adv"] = l_adv.item()
-                        d_plain.requires_grad_(True)
-                logs["loss_g"] = loss_g.item()
-                _optimizer_step(loss_g, opt_g, net_g, scaler, o.grad_clip)
-                if ema is not None:
-                    ema.update_parameters(unwrap(net_g))
-            else:
-                # D warm-up: G is only a source of fakes. Eval mode so its BatchNorm statistics stay put.
-                unwrap(net_g).eval()
-                with torch.no_grad(), autocast:
-                    sr = net_g(lq)
-                unwrap(net_g).train()
-
-            # Discriminator step on the same batch. sr.detach(): D's loss must not reach G.
-            if net_d is not None and opt_d is not None:
-                with autocast:
-                    real_logits = net_d(gt).float()
-                    fake_logits = net_d(sr.detach()).float()
-                    loss_d = d_loss_fn(real_logits, fake_logits)
-                _optimizer_step(loss_d, opt_d, net_d, scaler, o.grad_clip)
-                d_fake = torch.sigmoid(fake_logits).mean().item()
-                logs.update(loss_d=loss_d.item(), d_real=torch.sigmoid(real_logits).mean().item(), d_fake=d_fake)
-                collapse_run = collapse_run + 1 if d_fake < config.train.d_collapse_threshold else 0
-                if collapse_run == config.train.d_collapse_steps:
-                    logger.warning(
-                        f"step {step + 1}: the discriminator is winning outright: mean D(G(z)) < "
-                        f"{config.train.d_collapse_threshold} for {collapse_run} steps. The generator gets "
-                        "little adversarial signal; consider a lower optim.lr_d, a higher "
-                        "loss.adversarial_weight, or loss.adversarial=ragan."
+        while True:  # once, plus once more after each rollback (the loader restarts at the restored step)
+            rolled_back = False
+            loader = _loader(dataset, step, total, config, dinfo, device)
+            for lq, gt in loader:
+                lq = lq.to(device, non_blocking=True)
+                gt = gt.to(device, non_blocking=True)
+                if config.train.channels_last:
+                    lq, gt = (
+                        lq.contiguous(memory_format=torch.channels_last),
+                        gt.contiguous(memory_format=torch.channels_last),
                     )
-            scaler.update()
-            # The LRs this step trained with (logged before the schedule moves on).
-            logs["lr_g"] = opt_g.param_groups[0]["lr"]
-            if opt_d is not None:
-                logs["lr_d"] = opt_d.param_groups[0]["lr"]
-            with warnings.catch_warnings():
-                # During D warm-up G's schedule advances without an optimizer step, on purpose.
-                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning)
-                sched_g.step()
-            if sched_d is not None:
-                sched_d.step()
-            step += 1
+                logs: dict[str, float] = {}
+                train_g = step >= o.d_warmup_steps or net_d is None
+                skip = step + 1 in skip_steps
+                bad: str | None = None
 
-            for k, v in logs.items():
-                window[k] = window.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            window_n += 1
-            if step % config.train.log_every == 0 or step == total:
-                elapsed = time.perf_counter() - t_window
-                # Each value is averaged over the steps that produced it (G losses skip D warm-up steps).
-                row = {k: v / counts[k] for k, v in window.items()}
-                row["sec_per_step"] = elapsed / window_n
-                row["img_per_s"] = window_n * config.data.batch_size * dinfo.world / elapsed
-                if not all(math.isfinite(v) for v in row.values()):
-                    raise FloatingPointError(f"step {step}: a loss became NaN/inf: {row}")
-                logger.train_row(step, row)
-                bar.set_postfix(
-                    {
-                        k: f"{row[k]:.4g}"
-                        for k in ("loss_g", "loss_d", "d_real", "d_fake", "lr_g", "img_per_s")
-                        if k in row
-                    },
-                    refresh=False,
-                )
-                window, counts, window_n, t_window = {}, {}, 0, time.perf_counter()
-            bar.update(1)
+                # Generator step. D is a fixed judge here: its weights get no gradients (cheaper, and G's
+                # loss must never move D). The unwrapped D is used so DDP does not wait for D's gradients.
+                if skip:
+                    pass
+                elif train_g:
+                    with autocast:
+                        sr = net_g(lq)
+                        loss_g = torch.zeros((), device=device)
+                        if loss_cfg.pixel_weight > 0:  # 0: no content term at all (the vanilla-GAN baseline)
+                            l_pix = loss_cfg.pixel_weight * pix_fn(sr.float(), gt)
+                            loss_g = loss_g + l_pix
+                            logs["l_pix"] = l_pix.item()
+                        if percep is not None:
+                            l_percep = loss_cfg.perceptual_weight * percep(sr, gt)
+                            loss_g = loss_g + l_percep
+                            logs["l_percep"] = l_percep.item()
+                        if use_adv and net_d is not None:
+                            d_plain = unwrap(net_d)
+                            d_plain.requires_grad_(False)
+                            fake_logits = d_plain(sr).float()
+                            # Only the relativistic loss compares with real images; no graph needed for them.
+                            real_logits = (
+                                d_plain(gt).float().detach() if loss_cfg.adversarial == "ragan" else fake_logits
+                            )
+                            l_adv = loss_cfg.adversarial_weight * g_loss_fn(real_logits, fake_logits)
+                            loss_g = loss_g + l_adv
+                            logs["l_adv"] = l_adv.item()
+                            d_plain.requires_grad_(True)
+                    logs["loss_g"] = loss_g.item()
+                    # The terms' .item()s above are the host syncs logging needs anyway: checked, no new sync.
+                    bad = _first_nonfinite(logs, dinfo, device)
+                    if bad is None:
+                        _optimizer_step(loss_g, opt_g, net_g, scaler, o.grad_clip)
+                        if ema is not None:
+                            ema.update_parameters(unwrap(net_g))
+                else:
+                    # D warm-up: G is only a source of fakes. Eval mode so its BatchNorm statistics stay put.
+                    unwrap(net_g).eval()
+                    with torch.no_grad(), autocast:
+                        sr = net_g(lq)
+                    unwrap(net_g).train()
 
-            is_val = step % config.train.val_every == 0 or step == total
-            if is_val and is_main:
-                evals_without_gain = _validate_and_keep_best(
-                    step,
-                    net_g,
-                    ema,
-                    val_pairs,
-                    config,
-                    device,
-                    lpips_model,
-                    logger,
-                    best,
-                    evals_without_gain,
-                    export_generator,
-                    run_dir,
-                )
-            if step % config.train.save_every == 0 and is_main:
-                export_generator(ckpt_dir / f"generator_step{step:07d}.safetensors", step, {"kind": "milestone"})
-            stop_now = config.train.early_stop_metric is not None and evals_without_gain >= config.train.patience
-            if dinfo.world > 1:
-                flag = torch.tensor([int(stop_now)], device=device)
-                dist.broadcast(flag, src=0)
-                stop_now = bool(flag.item())
-            if is_val or step % config.train.save_every == 0 or step == total or stop_now:
-                rngs = gather_rng()
-                if is_main:
-                    log_window = {"sums": window, "counts": counts, "n": window_n}
-                    save_checkpoint(ckpt_dir / "latest.pt", {**state_dict(step), "rng": rngs, "log_window": log_window})
-            if stop_now:
-                stop_reason = (
-                    f"early stop: no {config.train.early_stop_metric} gain in {config.train.patience} validations"
-                )
-                logger.info(f"step {step}: {stop_reason}")
+                # Discriminator step on the same batch. sr.detach(): D's loss must not reach G.
+                if not skip and bad is None and net_d is not None and opt_d is not None:
+                    with autocast:
+                        real_logits = net_d(gt).float()
+                        fake_logits = net_d(sr.detach()).float()
+                        loss_d = d_loss_fn(real_logits, fake_logits)
+                    logs["loss_d"] = loss_d.item()
+                    bad = _first_nonfinite(logs, dinfo, device)
+                    if bad is None:
+                        _optimizer_step(loss_d, opt_d, net_d, scaler, o.grad_clip)
+                        d_fake = torch.sigmoid(fake_logits).mean().item()
+                        logs.update(d_real=torch.sigmoid(real_logits).mean().item(), d_fake=d_fake)
+                        collapse_run = collapse_run + 1 if d_fake < config.train.d_collapse_threshold else 0
+                        if collapse_run == config.train.d_collapse_steps:
+                            logger.warning(
+                                f"step {step + 1}: the discriminator is winning outright: mean D(G(z)) < "
+                                f"{config.train.d_collapse_threshold} for {collapse_run} steps. The generator gets "
+                                "little adversarial signal; consider a lower optim.lr_d, a higher "
+                                "loss.adversarial_weight, or loss.adversarial=ragan."
+                            )
+
+                if bad is not None:
+                    # The bad step is not applied (no optimizer step for the network whose loss it is) and
+                    # nothing of it is saved: latest.pt still holds the last good state.
+                    value = f"{logs[bad]}" if bad in logs else "not finite (on another rank)"
+                    what = f"step {step + 1}: loss term {bad} is {value}"
+                    can_roll = config.train.on_nonfinite == "rollback" and last_saved is not None
+                    if can_roll and rollbacks < config.train.max_rollbacks:
+                        rollbacks += 1
+                        skip_steps.add(step + 1)
+                        logger.warning(
+                            f"{what}; rolling back to latest.pt at step {last_saved} (rollback {rollbacks} of at "
+                            f"most {config.train.max_rollbacks}); step {step + 1}'s batch will be skipped"
+                        )
+                        state = load_checkpoint(ckpt_dir / "latest.pt")
+                        evals_without_gain = restore(state)
+                        step = int(state["step"])
+                        window, counts, window_n = _log_window(state)
+                        collapse_run, t_window = 0, time.perf_counter()
+                        logger.rewind(step)
+                        bar.n = step
+                        bar.refresh()
+                        rolled_back = True
+                        break
+                    kept = (
+                        f"latest checkpoint at step {last_saved} kept"
+                        if last_saved is not None
+                        else "no checkpoint was written yet"
+                    )
+                    after = f" after {rollbacks} rollback(s)" if rollbacks else ""
+                    stop_reason = f"{what}; training stopped{after}, {kept}"
+                    nonfinite = NonFiniteLoss(stop_reason)
+                    logger.warning(stop_reason, stderr=False)  # the raised NonFiniteLoss carries it to the user
+                    break
+
+                if not skip:  # GradScaler.update needs an optimizer step since the last one
+                    scaler.update()
+                # The LRs this step trained with (logged before the schedule moves on).
+                logs["lr_g"] = opt_g.param_groups[0]["lr"]
+                if opt_d is not None:
+                    logs["lr_d"] = opt_d.param_groups[0]["lr"]
+                with warnings.catch_warnings():
+                    # During D warm-up (and a skipped step) the schedules advance without an optimizer step.
+                    warnings.filterwarnings(
+                        "ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning
+                    )
+                    sched_g.step()
+                    if sched_d is not None:
+                        sched_d.step()
+                step += 1
+
+                for k, v in logs.items():
+                    window[k] = window.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                window_n += 1
+                if step % config.train.log_every == 0 or step == total:
+                    elapsed = time.perf_counter() - t_window
+                    # Each value is averaged over the steps that produced it (G losses skip D warm-up steps).
+                    row = {k: v / counts[k] for k, v in window.items()}
+                    row["sec_per_step"] = elapsed / window_n
+                    row["img_per_s"] = window_n * config.data.batch_size * dinfo.world / elapsed
+                    logger.train_row(step, row)
+                    bar.set_postfix(
+                        {
+                            k: f"{row[k]:.4g}"
+                            for k in ("loss_g", "loss_d", "d_real", "d_fake", "lr_g", "img_per_s")
+                            if k in row
+                        },
+                        refresh=False,
+                    )
+                    window, counts, window_n, t_window = {}, {}, 0, time.perf_counter()
+                bar.update(1)
+
+                is_val = step % config.train.val_every == 0 or step == total
+                if is_val and is_main:
+                    evals_without_gain = _validate_and_keep_best(
+                        step,
+                        net_g,
+                        ema,
+                        val_pairs,
+                        config,
+                        device,
+                        lpips_model,
+                        logger,
+                        best,
+                        evals_without_gain,
+                        export_generator,
+                        run_dir,
+                    )
+                if step % config.train.save_every == 0 and is_main:
+                    export_generator(ckpt_dir / f"generator_step{step:07d}.safetensors", step, {"kind": "milestone"})
+                    if config.train.keep_last is not None:
+                        _prune_milestones(ckpt_dir, config.train.keep_last, logger)
+                stop_now = config.train.early_stop_metric is not None and evals_without_gain >= config.train.patience
+                if dinfo.world > 1:
+                    flag = torch.tensor([int(stop_now)], device=device)
+                    dist.broadcast(flag, src=0)
+                    stop_now = bool(flag.item())
+                if is_val or step % config.train.save_every == 0 or step == total or stop_now:
+                    rngs = gather_rng()
+                    if is_main:
+                        log_window = {"sums": window, "counts": counts, "n": window_n}
+                        save_checkpoint(
+                            ckpt_dir / "latest.pt", {**state_dict(step), "rng": rngs, "log_window": log_window}
+                        )
+                    last_saved = step
+                if stop_now:
+                    stop_reason = (
+                        f"early stop: no {config.train.early_stop_metric} gain in {config.train.patience} validations"
+                    )
+                    logger.info(f"step {step}: {stop_reason}")
+                    break
+            if not rolled_back:
                 break
     except BaseException as err:
         stop_reason = f"error: {type(err).__name__}: {err}"
@@ -524,10 +666,14 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
                     "device": str(device),
                     "world_size": dinfo.world,
                     "best": best,
+                    "amp": config.train.amp,
+                    "rollbacks": rollbacks,
                     "memory": memory_report(device),
                 },
             )
         logger.close()
+    if nonfinite is not None:
+        raise nonfinite
     return run_dir
 
 

@@ -241,7 +241,8 @@ def test_upscale_with_saved_model(tmp_path: Path) -> None:
     weights = save_weights(model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs=kwargs)
     src = _write_png(tmp_path / "in" / "x.png", _smooth(12, 16, seed=8))
     out = tmp_path / "out"
-    assert main(["upscale", str(src), "-o", str(out), "--model", str(weights), "--device", "cpu"]) == 0
+    argv = ["upscale", str(src), "-o", str(out), "--model", str(weights), "--device", "cpu", "--precision", "fp32"]
+    assert main(argv) == 0
     result = io.read_image(out / "x.png")
     assert result.rgb.shape == (3, 48, 64)
     with torch.no_grad():

@@ -257,9 +257,25 @@ def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
     src = tmp_path / "in" / "x.png"
     _write_png(src, (_photo(1, 40, 56)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     base = ["upscale", str(src), "--model", str(weights), "--device", "cpu"]
-    assert main([*base, "-o", str(tmp_path / "whole"), "--tile", "0"]) == 0
+    # fp32 named: --precision auto would pick bf16 on CPUs with AVX512-BF16/AMX.
+    assert main([*base, "-o", str(tmp_path / "whole"), "--tile", "0", "--precision", "fp32"]) == 0
     assert (
-        main([*base, "-o", str(tmp_path / "tiled"), "--tile", "24", "--tile-overlap", "12", "--tile-batch", "2"]) == 0
+        main(
+            [
+                *base,
+                "-o",
+                str(tmp_path / "tiled"),
+                "--tile",
+                "24",
+                "--tile-overlap",
+                "12",
+                "--tile-batch",
+                "2",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
     )
     assert (
         main([*base, "-o", str(tmp_path / "bf16"), "--tile", "24", "--tile-overlap", "8", "--precision", "bf16"]) == 0

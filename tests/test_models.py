@@ -134,7 +134,7 @@ def test_load_weights_wrong_shapes(tmp_path: Path) -> None:
     path = save_weights(_trained_tiny(), tmp_path / "w.safetensors", arch="srresnet", arch_kwargs={**TINY, "width": 16})
     with pytest.raises(ValueError, match="do not fit arch 'srresnet'") as info:
         load_model(path)
-    assert "size mismatch" in str(info.value)
+    assert "shape mismatch" in str(info.value) and "head.0.bias: file (8,), srresnet (16,)" in str(info.value)
 
 
 def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,29 +25,48 @@ def _advance(progress: Any, task: Any, _item: object) -> None:
     progress.advance(task)
 
 
+def _parse_sets(text: str, data_dir: str | None) -> list[tuple[str, Path]]:
+    """--sets A,B,... -> (name, folder) pairs; naming no set at all is a user error."""
+    from srkit.evaluate import resolve_set
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise ValueError(f"--sets names no set: {text!r} (expected e.g. Set5,Set14 or a folder of HR images)")
+    return [resolve_set(name, data_dir=data_dir) for name in names]
+
+
+def _refuse_out_inside(out_dir: Path, folders: Sequence[Path], what: str) -> None:
+    """An output folder inside an input folder would be read back as input the next time: refuse it up front."""
+    out = out_dir.resolve()
+    for folder in folders:
+        if out.is_relative_to(folder.resolve()):
+            raise ValueError(
+                f"output folder {out_dir} is inside the {what} {folder}: what srkit writes there would be read "
+                "as input next time; choose an --out outside it"
+            )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """srkit evaluate: per-image CSV + summary JSON + a printed table."""
+    """srkit evaluate: per-image CSV + summary JSON + a printed table; goes on past a bad image (exit 1)."""
     from rich.progress import Progress
 
     from srkit.device import pick_device
-    from srkit.evaluate import (
-        format_table,
-        resolve_set,
-        score_folder,
-        summarize,
-        write_rows_csv,
-        write_summary_json,
-    )
+    from srkit.evaluate import format_table, score_folder, summarize, write_rows_csv, write_summary_json
     from srkit.metrics import LPIPS, protocol
     from srkit.models import load_model, model_scale
 
     device = pick_device(args.device)
+    sets = _parse_sets(args.sets, args.data_dir)
+    if args.out is not None and not str(args.out).strip():
+        raise ValueError("--out is empty: name the folder the results go to")
+    out_dir = Path(args.out) if args.out else Path("runs") / "evaluate" / Path(str(args.model)).stem
+    _refuse_out_inside(out_dir, [folder for _, folder in sets], "benchmark set")
     model = load_model(args.model, scale=args.scale, device=device)
     scale = model_scale(model)
-    sets = [resolve_set(s.strip(), data_dir=args.data_dir) for s in args.sets.split(",") if s.strip()]
+    dtype = resolve_precision(args.precision, device, model)
     lpips_model = None if args.lpips == "none" else LPIPS(args.lpips, data_dir=args.data_dir).to(device)
-    out_dir = Path(args.out) if args.out else Path("runs") / "evaluate" / Path(str(args.model)).stem
     rows = []
+    failed: list[tuple[Path, str]] = []
     console = _console()
     with Progress(console=console, transient=True) as progress:
         for set_name, folder in sets:
@@ -61,23 +82,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     save_dir=out_dir / "images" if args.save_images else None,
                     y_channel=not args.rgb,
                     on_image=functools.partial(_advance, progress, task),
+                    on_error=lambda path, reason: failed.append((path, reason)),
+                    dtype=dtype,
                 )
             )
     summary = summarize(rows)
-    write_rows_csv(out_dir / "per_image.csv", rows)
-    write_summary_json(
-        out_dir / "summary.json",
-        {
-            "model": str(args.model),
-            "scale": scale,
-            "lpips_net": args.lpips,
-            "protocol": protocol(y_channel=not args.rgb),
-            "sets": summary,
-        },
-    )
-    table = format_table(summary, title=f"{args.model} x{scale}", protocol_text=protocol(y_channel=not args.rgb))
-    console.print(table)
-    console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
+    text = protocol(y_channel=not args.rgb) + ("" if args.precision == "fp32" else f"; model run in {dtype}")
+    if rows:
+        write_rows_csv(out_dir / "per_image.csv", rows)
+        write_summary_json(
+            out_dir / "summary.json",
+            {
+                "model": str(args.model),
+                "scale": scale,
+                "lpips_net": args.lpips,
+                "protocol": text,
+                "sets": summary,
+                "failed": [{"image": str(p), "reason": r} for p, r in failed],
+            },
+        )
+        console.print(format_table(summary, title=f"{args.model} x{scale}", protocol_text=text))
+        console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
+    if failed:
+        console.print(f"[red]{len(failed)} image(s) could not be scored (left out of the means):[/red]")
+        for path, reason in failed:
+            console.print(f"  {path}: {reason}", markup=False)
+        return 1
     return 0
 
 
@@ -86,7 +116,7 @@ def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
     if args.backend == "onnxruntime":
         from srkit.export import load_onnx_generator
 
-        if args.precision != "fp32":
+        if args.precision not in ("fp32", "auto"):
             raise ValueError(f"--precision {args.precision} needs --backend torch; ONNX graphs run in float32")
         # An .onnx file as is; any other model is exported once to the cache ($SRKIT_CACHE or ~/.cache/srkit).
         return load_onnx_generator(args.model, scale=args.scale, device=device)
@@ -97,35 +127,63 @@ def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
     return load_model(args.model, scale=args.scale, device=device)
 
 
+def resolve_precision(name: str, device: Any, model: Any = None) -> Any:
+    """--precision NAME -> a torch dtype; "auto" picks bf16 only where it is native and says so once (stderr)."""
+    import torch
+
+    from srkit.device import auto_precision, cpu_features
+    from srkit.inference import PRECISIONS
+
+    if name != "auto":
+        return PRECISIONS[name]
+    if model is not None and next(iter(getattr(model, "parameters", list)()), None) is None:
+        return torch.float32  # parameter-free (bicubic): nothing to gain, exact arithmetic kept
+    dtype = auto_precision(device)
+    if device.type == "cpu":
+        why = "CPU has AVX512-BF16/AMX" if dtype == torch.bfloat16 else "no native bf16 on this CPU (AVX512-BF16/AMX)"
+        flags = " ".join(k for k, v in cpu_features().items() if v)
+        why += f"; flags: {flags or 'none'}"
+    else:
+        why = f"{device.type} {'with' if dtype == torch.bfloat16 else 'without'} bf16"
+    print(f"precision auto -> {'bf16' if dtype == torch.bfloat16 else 'fp32'} ({why})", file=sys.stderr)
+    return dtype
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     """srkit upscale: files or folders -> OUT, going on past bad files; non-zero exit if any failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srkit import io
     from srkit.device import pick_device
-    from srkit.inference import OVERLAP, PRECISIONS, TILE, TileOptions, check_precision, upscale_files
+    from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels, upscale_files
     from srkit.models import default_model
 
     if args.model is None:
         args.model = default_model()
+    if not str(args.output).strip():
+        raise ValueError("-o/--output is empty: name the folder the results go to")
     device = pick_device(args.device)
     tile = TILE if args.tile is None else args.tile
     if tile < 0:
         raise ValueError(f"--tile must be >= 0 (0 = whole image), got {tile}")
+    files = io.list_images(args.inputs)
+    if not files:
+        kinds = ", ".join(sorted(io.IMAGE_SUFFIXES))
+        raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
+    limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
+    model = _upscale_model(args, device)
     options = TileOptions(
         tile=tile or None,
         overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
-        dtype=PRECISIONS[args.precision],
+        dtype=resolve_precision(args.precision, device, model),
         batch_tiles=args.tile_batch,
         channels_last=args.channels_last,
     )
     check_precision(device, options.dtype)
-    model = _upscale_model(args, device)
-    total = len(io.list_images(args.inputs))
     console = _console()
     columns = (TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("upscale", total=total)
+        task = progress.add_task("upscale", total=len(files))
         report = upscale_files(
             model,
             args.inputs,
@@ -136,11 +194,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             options=options,
             batch_size=args.batch_size,
+            max_pixels=limit,
             on_file=lambda _p: progress.advance(task),
         )
-    console.print(f"wrote {len(report.written)} of {total} image(s) to {args.output}")
+    done = len(files) - len(report.skipped_outputs)
+    console.print(f"wrote {len(report.written)} of {done} image(s) to {args.output}")
+    if report.skipped_outputs:
+        console.print(f"left out {len(report.skipped_outputs)} earlier output(s) found among the inputs")
     if report.failed:
-        console.print(f"[red]{len(report.failed)} file(s) failed:[/red]")
+        console.print(f"[red]{len(report.failed)} file(s) failed (model {args.model}):[/red]")
         for path, reason in report.failed:
             console.print(f"  {path}: {reason}", markup=False)
         return 1
@@ -244,9 +306,21 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 def _degradation_spec(text: str) -> Any:
     """A preset name, or a YAML/JSON list of steps such as '[{blur: {sigma: 1.5}}, bicubic]'."""
+    import yaml
+
     from srkit.config import _yaml
 
-    return _yaml(text) if text.strip().startswith("[") else text
+    if not text.strip().startswith("["):
+        return text
+    try:
+        return _yaml(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at column {where.column + 1}" if where is not None else ""
+        raise ValueError(
+            f"--degradation {text!r} is not a valid step list{at}: {getattr(err, 'problem', None) or err} "
+            "(expected e.g. '[{blur: {sigma: 1.5}}, bicubic]')"
+        ) from None
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -274,9 +348,17 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         return apply_pipeline(gt, steps, scale=scale, generator=generator)
 
     images = io.list_images(args.inputs)
+    if not images:
+        raise ValueError(f"nothing to prepare: no image files in {', '.join(args.inputs)}")
+    if not str(args.output).strip():
+        raise ValueError("-o/--output is empty: name the folder the pairs go to")
     out = Path(args.output)
+    _refuse_out_inside(out, [Path(p) for p in args.inputs if Path(p).is_dir()], "input folder")
     if args.split:
-        ratios = [float(r) for r in args.split.split(",")]
+        try:
+            ratios = [float(r) for r in args.split.split(",")]
+        except ValueError:
+            raise ValueError(f"--split {args.split!r}: expected three ratios such as 0.8,0.15,0.05") from None
         parts = split(images, ratios, seed=args.seed, key=group_key(args.group_by))
     else:
         parts = {"": images}
@@ -335,7 +417,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from srkit.models import available_models
 
     models = available_models() if args.models == "all" else [m for m in args.models.split(",") if m]
-    run_demo(out_dir=Path(args.out), models=models, data_dir=args.data_dir)
+    run_demo(out_dir=Path(args.out), models=models, data_dir=args.data_dir, device=args.device)
     return 0
 
 
@@ -365,14 +447,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from srkit.compare import compare_models, format_table, parse_models, write_outputs
     from srkit.device import pick_device
-    from srkit.evaluate import benchmark_images, resolve_set
+    from srkit.evaluate import benchmark_images
     from srkit.metrics import LPIPS
 
     device = pick_device(args.device)
     specs = parse_models(args.models)
-    sets = [resolve_set(s.strip(), data_dir=args.data_dir) for s in args.sets.split(",") if s.strip()]
-    if not sets:
-        raise ValueError(f"--sets names no set: {args.sets!r}")
+    sets = _parse_sets(args.sets, args.data_dir)
+    if not str(args.out).strip():
+        raise ValueError("--out is empty: name the folder the results go to")
+    _refuse_out_inside(Path(args.out), [folder for _, folder in sets], "benchmark set")
     lpips_model = None if args.lpips == "none" else LPIPS(args.lpips, data_dir=args.data_dir).to(device)
     out_dir = Path(args.out)
     total = sum(len(benchmark_images(folder)) for _, folder in sets)
@@ -394,6 +477,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console.print(
         f"table: {out_dir / 'compare.md'}  long CSV: {out_dir / 'compare.csv'}  figures: {out_dir / 'figures'}"
     )
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} image(s) could not be scored (left out for every model):[/red]")
+        for path, reason in result.failed:
+            console.print(f"  {path}: {reason}", markup=False)
+        return 1
     return 0
 
 
@@ -435,39 +523,84 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale_arg(text: str) -> int:
+    """--scale: an integer factor in 1..MAX_SCALE (checked before any work)."""
+    from srkit.models import MAX_SCALE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer factor such as 4, got {text!r}") from None
+    if not 1 <= value <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"expected a factor in 1..{MAX_SCALE}, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _ext_arg(text: str) -> str:
+    """--ext: an output format srkit writes (png, jpg, ...), checked before any work."""
+    from srkit.io import IMAGE_SUFFIXES
+
+    ext = "." + text.strip().lower().lstrip(".")
+    if ext not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"srkit writes {', '.join(sorted(e[1:] for e in IMAGE_SUFFIXES))}; got {text!r}"
+        )
+    return ext
+
+
+SCALE_HELP = "upscaling factor of the bicubic baseline (default 4); a trained model has its own and refuses another"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every srkit command."""
     parser = argparse.ArgumentParser(prog="srkit", description="4x single-image super-resolution toolkit")
     parser.add_argument("--version", action="version", version=f"srkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, *, data_dir: bool = True) -> None:
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-        p.add_argument("--data-dir", default=None, help="data folder (default: $SRKIT_DATA, else ../shared/data)")
+        if data_dir:
+            p.add_argument("--data-dir", default=None, help="data folder (default: $SRKIT_DATA, else ../shared/data)")
 
     p = sub.add_parser("evaluate", help="score a model on benchmark sets (PSNR/SSIM on Y, LPIPS)")
     p.add_argument("--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file")
     p.add_argument("--sets", default="Set5,Set14,BSD100", help="comma-separated set names or folders of HR images")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
     p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
-    p.add_argument("--out", default=None, help="output folder (default runs/evaluate/MODEL)")
+    p.add_argument("-o", "--out", default=None, help="output folder (default runs/evaluate/MODEL; not inside a set)")
     p.add_argument("--save-images", action="store_true", help="also write the SR images")
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the Y channel")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "auto", "bf16", "fp16"],
+        default="fp32",
+        help="fp32 (default: metrics must not depend on the machine); auto/bf16/fp16 score a faster run",
+    )
     common(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("upscale", help="upscale image files or folders")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    p.add_argument("-o", "--output", "--out", required=True, help="output folder (inputs are never overwritten)")
     p.add_argument(
         "--model",
         default=None,
         help="bicubic, a shipped model's name, a .safetensors file, or (with --backend onnxruntime) an .onnx file "
         "(default: the shipped srgan, else bicubic)",
     )
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
     p.add_argument("--suffix", default="", help="text added to each output file name, e.g. _x4")
-    p.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
+    p.add_argument("--ext", type=_ext_arg, default=None, help="output format, e.g. png (default: same as the input)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
         "--backend",
@@ -480,10 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-batch", type=int, default=None, help="tiles per forward pass (default: 1 on CPU, 4 on GPU)")
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="fp32 (default); bf16 on CPU or CUDA, fp16 on CUDA (autocast, weights stay float32). "
-        "bf16 only pays on CPUs with AVX512-BF16 or AMX; elsewhere it is several times slower than fp32",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto (default): bf16 where it is native (CPUs with AVX512-BF16 or AMX, CUDA), else fp32; "
+        "bf16 on CPU or CUDA, fp16 on CUDA (autocast, weights stay float32). On CPUs without AVX512-BF16/AMX "
+        "bf16 is emulated and several times slower than fp32",
     )
     p.add_argument("--batch-size", type=int, default=1, help="same-size small images per forward pass (default 1)")
     p.add_argument(
@@ -492,19 +626,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="feed the model NHWC tensors (default: on for conv models on the CPU, where it is ~2x faster)",
     )
-    common(p)
+    p.add_argument(
+        "--max-output-pixels",
+        type=_positive_int,
+        default=None,
+        help="refuse inputs whose output (width x height) would pass N, before decoding them (default: what fits "
+        "in half the free memory when tiled; also at most 64 MP untiled)",
+    )
+    common(p, data_dir=False)
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("export", help="export a model for deployment: ONNX, TorchScript or safetensors")
     p.add_argument("model", help="bicubic, a shipped model's name, or a .safetensors file")
-    p.add_argument("-o", "--output", required=True, help="output file (.onnx, .pt, .safetensors)")
+    p.add_argument("-o", "--output", "--out", required=True, help="output file (.onnx, .pt, .safetensors)")
     p.add_argument(
         "--format",
         choices=["onnx", "torchscript", "safetensors"],
         default=None,
         help="default: from the output suffix (.onnx, .pt/.ts, .safetensors)",
     )
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
@@ -521,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw a run's loss and validation curves (PNG)")
     p.add_argument("run_dir", help="a run folder written by srkit train")
-    p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
+    p.add_argument("-o", "--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(
@@ -533,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", help="weights A (.safetensors): the PSNR-oriented model, e.g. an rrdb_psnr_x4 export")
     p.add_argument("b", help="weights B (.safetensors): the GAN model of the same arch, e.g. an esrgan_x4 export")
     p.add_argument("--alpha", type=float, default=0.8, help="weight of B, in [0, 1] (default 0.8)")
-    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.add_argument("-o", "--output", "--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_interpolate)
 
@@ -551,14 +692,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_download)
     p = data_sub.add_parser("prepare", help="write HQ/00000.png + LQ/00000.png pairs with a degradation")
     p.add_argument("inputs", nargs="+", help="HR image files and/or folders")
-    p.add_argument("-o", "--output", required=True, help="output folder (gets HQ/, LQ/, pairs.csv)")
-    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("-o", "--output", "--out", required=True, help="output folder (gets HQ/, LQ/, pairs.csv)")
+    p.add_argument("--scale", type=_scale_arg, default=4)
     p.add_argument(
         "--degradation",
         default="bicubic",
         help="preset (bicubic, blur_bicubic, realistic) or a step list, e.g. '[{blur: {sigma: 1.5}}, bicubic]'",
     )
-    p.add_argument("--hr-size", type=int, nargs=2, metavar=("H", "W"), help="resize HR first (e.g. 256 256)")
+    p.add_argument("--hr-size", type=_positive_int, nargs=2, metavar=("H", "W"), help="resize HR first (e.g. 256 256)")
     p.add_argument("--face-crop", action="store_true", help="crop HR around the detected face first")
     p.add_argument("--face-margin", type=float, default=0.3)
     p.add_argument("--split", default=None, help="ratios, e.g. 0.8,0.15,0.05 -> OUT/train, OUT/val, OUT/test")
@@ -587,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="degrade and upscale scikit-image's sample photos, print metrics")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("-o", "--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--models", default="all", help="comma-separated models to compare (default: all)")
     common(p)
     p.set_defaults(func=cmd_demo)
@@ -612,10 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="model name, weights file or run folder; LABEL=MODEL")
     p.add_argument("--sets", default="Set5,Set14,BSD100", help="comma-separated set names or folders of HR images")
-    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p.add_argument("-o", "--out", default="runs/compare", help="output folder (default runs/compare)")
     p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
     p.add_argument("--figure-images", type=int, default=2, help="figures for the first N images of each set")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
     common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -628,8 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"], help="VGG variant (default vgg16)")
     p.add_argument("--channels", type=int, default=16, help="feature maps to draw (default 16)")
     p.add_argument("--select", default="active", choices=["active", "first"], help="most active or first channels")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
-    p.add_argument("-o", "--output", required=True, help="output PNG")
+    p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
+    p.add_argument("-o", "--output", "--out", required=True, help="output PNG")
     common(p)
     p.set_defaults(func=cmd_viz_features)
 
@@ -638,17 +779,29 @@ def build_parser() -> argparse.ArgumentParser:
         "model", help="generator or discriminator arch (srresnet, srgan_discriminator, ...), model name or weights"
     )
     p.add_argument("--input", default=None, help="input HxW (default 24x24; discriminators 96x96 or their size)")
-    p.add_argument("--out", default="runs/summary", help="output folder (default runs/summary)")
+    p.add_argument("-o", "--out", default="runs/summary", help="output folder (default runs/summary)")
     p.add_argument("--depth", type=int, default=2, help="module nesting depth shown in the table (default 2)")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor for the bicubic baseline (default 4)")
+    p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
     p.set_defaults(func=cmd_summary)
     return parser
 
 
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("SRKIT_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `srkit` console script; returns the exit status."""
+    """Entry point of the `srkit` console script; returns the exit status.
+
+    0 done; 1 some work failed (a bad file in a batch, an unexpected error: one line, no traceback);
+    2 a user error found before any work (a missing file, a bad option or config value, nothing to do);
+    130 interrupted. `--debug` (anywhere) or SRKIT_DEBUG=1 shows the traceback instead.
+    """
     from srkit.data.download import DownloadError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Only `train` takes free-form --section.key=value overrides; anything else unknown is an error.
@@ -657,12 +810,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or (overrides and args.command != "train"):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     args.overrides = [e[2:] for e in overrides]
+    sub = getattr(args, "data_command", None) or getattr(args, "viz_command", None)
+    where = f"srkit {args.command}" + (f" {sub}" if sub else "")
     try:
         status: int = args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, DownloadError) as err:
-        # User errors (a missing file, a bad option value): one clear line, no traceback.
-        print(f"srkit {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        if debug:
+            raise
+        print(f"{where}: error: {err}", file=sys.stderr)
         return 2
+    except (ValueError, DownloadError) as err:
+        # User errors (a bad option or config value, a file that is not what it should be): one clear line.
+        if debug:
+            raise
+        print(f"{where}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if debug:
+            raise
+        # File names too long for the file system are the user's to fix; a full disk or an I/O error is not.
+        print(f"{where}: error: {err}", file=sys.stderr)
+        return 2 if err.errno == errno.ENAMETOOLONG else 1
+    except MemoryError as err:
+        if debug:
+            raise
+        print(f"{where}: error: out of memory ({err or 'allocation failed'}); try a smaller --tile", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if debug:
+            raise
+        print(
+            f"{where}: error: unexpected {type(err).__name__}: {err} "
+            "(run again with --debug or SRKIT_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
     return status
 
 

@@ -58,6 +58,7 @@ class Comparison:
     lpips_net: str
     rows: dict[str, list[ImageScore]] = field(default_factory=dict)
     figures: list[FigureCase] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # images left out, with the reason
 
     def summary(self, label: str) -> dict[str, dict[str, float | int | None]]:
         """set -> {images, psnr_mean, psnr_std, ...} for one model, as evaluate.summarize gives it."""
@@ -116,7 +117,7 @@ def compare_models(
     specs: Sequence[ModelSpec],
     sets: Sequence[tuple[str, Path]],
     *,
-    scale: int = 4,
+    scale: int | None = None,
     device: torch.device,
     lpips_model: LPIPS | None,
     lpips_net: str,
@@ -141,18 +142,25 @@ def compare_models(
     result.rows = {spec.label: [] for spec in specs}
     for set_name, folder in sets:
         for i, path in enumerate(benchmark_images(folder)):
-            gt, lq = load_pair(path, scale=scale)
             scores: dict[str, ImageScore] = {}
             srs: dict[str, torch.Tensor] = {}
-            for key, model in models.items():
-                sr = super_resolve(model, lq, device=device)
-                if sr.shape != gt.shape:
-                    raise ValueError(f"{path}: model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
-                scores[key] = score_pair(
-                    sr, gt, set_name=set_name, image=path.name, crop=scale, lpips_model=lpips_model
-                )
-                if i < figure_images:
-                    srs[key] = sr.float()
+            try:
+                gt, lq = load_pair(path, scale=scale)
+                for key, model in models.items():
+                    sr = super_resolve(model, lq, device=device)
+                    if sr.shape != gt.shape:
+                        raise ValueError(f"model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
+                    scores[key] = score_pair(
+                        sr, gt, set_name=set_name, image=path.name, crop=scale, lpips_model=lpips_model
+                    )
+                    if i < figure_images:
+                        srs[key] = sr.float()
+            except (OSError, ValueError, RuntimeError) as err:
+                # One bad image must not sink the table: it is left out for every model (rows stay aligned).
+                result.failed.append((path, str(err)))
+                if on_image is not None:
+                    on_image(path.name)
+                continue
             for spec in specs:
                 result.rows[spec.label].append(scores[spec.key])
             if i < figure_images:
@@ -168,6 +176,12 @@ def compare_models(
                 result.figures.append(FigureCase(set=set_name, image=path.name, lq=lq.float(), panels=panels))
             if on_image is not None:
                 on_image(path.name)
+    # A set whose every image failed has no row to show; its failures are in result.failed.
+    scored = {row.set for rows in result.rows.values() for row in rows}
+    result.sets = [name for name in result.sets if name in scored]
+    if not result.sets:
+        path, reason = result.failed[0]
+        raise ValueError(f"no image could be scored ({len(result.failed)} failed; first: {path}: {reason})")
     return result
 
 

@@ -51,12 +51,14 @@ def _montage(rows: list[list[tuple[str, Path]]], path: Path, *, crop: int = 128)
     canvas.save(path)
 
 
-def run_demo(*, out_dir: Path, models: list[str], data_dir: str | Path | None = None) -> dict[str, object]:
+def run_demo(
+    *, out_dir: Path, models: list[str], data_dir: str | Path | None = None, device: str = "auto"
+) -> dict[str, object]:
     """Write HR/LR files, upscale the LR folder with each model via the normal batch path, score and print."""
     from rich.console import Console
 
     console = Console(highlight=False)
-    device = pick_device("auto")
+    torch_device = pick_device(device)
     scale = 4
     hr_dir, lr_dir = out_dir / "hr", out_dir / "lr"
     gts: dict[str, torch.Tensor] = {}
@@ -74,11 +76,11 @@ def run_demo(*, out_dir: Path, models: list[str], data_dir: str | Path | None = 
     summaries: dict[str, object] = {}
     montage_rows = {name: [("LR", lr_dir / f"{name}.png")] for name in gts}
     for model_name in models:
-        model = load_model(model_name, scale=scale, device=device)
+        model = load_model(model_name, scale=scale, device=torch_device)
         if model_scale(model) != scale:
             raise ValueError(f"demo runs at x{scale}, model {model_name!r} is x{model_scale(model)}")
         sr_dir = out_dir / "sr" / Path(model_name).stem
-        report = upscale_files(model, [lr_dir], sr_dir, device=device, overwrite=True)
+        report = upscale_files(model, [lr_dir], sr_dir, device=torch_device, overwrite=True)
         if report.failed:
             raise RuntimeError(f"demo upscale failed: {report.failed}")
         rows: list[ImageScore] = []

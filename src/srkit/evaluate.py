@@ -58,11 +58,16 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
     return torch.float64 if param is None else param.dtype
 
 
-def super_resolve(model: nn.Module, lq: torch.Tensor, *, device: torch.device) -> torch.Tensor:
-    """(3, h, w) in [0, 1] -> (3, sh, sw) in [0, 1] on the CPU, float64."""
-    with torch.inference_mode():
+def super_resolve(
+    model: nn.Module, lq: torch.Tensor, *, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(3, h, w) in [0, 1] -> (3, sh, sw) in [0, 1] on the CPU, float64; `dtype` bf16/fp16 runs under autocast."""
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         x = lq.to(device=device, dtype=_model_dtype(model))[None]
-        return model(x)[0].clamp(0, 1).to("cpu", torch.float64)
+        sr = model(x)[0].to("cpu", torch.float64)
+    if not bool(torch.isfinite(sr).all()):
+        raise ValueError(f"the model ({type(model).__name__}) produced NaN or infinite values: its weights are broken")
+    return sr.clamp(0, 1)
 
 
 def benchmark_images(folder: Path) -> list[Path]:
@@ -91,26 +96,42 @@ def score_folder(
     save_dir: Path | None = None,
     y_channel: bool = True,
     on_image: Callable[[str], None] | None = None,
+    on_error: Callable[[Path, str], None] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Iterator[ImageScore]:
-    """Degrade each HR image (modcrop, MATLAB bicubic, 8-bit LR), super-resolve it and score it."""
+    """Degrade each HR image (modcrop, MATLAB bicubic, 8-bit LR), super-resolve it and score it.
+
+    With `on_error`, an image that cannot be read or scored is reported there and the set goes on; without
+    it the error is raised.
+    """
     for path in benchmark_images(folder):
-        gt, lq = load_pair(path, scale=scale)
-        sr = super_resolve(model, lq, device=device)
-        if sr.shape != gt.shape:
-            raise ValueError(f"{path}: model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
-        if save_dir is not None:
-            io.write_image(save_dir / set_name / f"{path.stem}.png", sr)
+        try:
+            gt, lq = load_pair(path, scale=scale)
+            if min(lq.shape[-2:]) < 1:
+                raise ValueError(f"{gt.shape[-1]}x{gt.shape[-2]} is smaller than one LR pixel at x{scale}")
+            sr = super_resolve(model, lq, device=device, dtype=dtype)
+            if sr.shape != gt.shape:
+                raise ValueError(f"model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
+            row = score_pair(
+                sr,
+                gt,
+                set_name=set_name,
+                image=path.name,
+                crop=scale,
+                lpips_model=lpips_model,
+                y_channel=y_channel,
+            )
+            if save_dir is not None:
+                io.write_image(save_dir / set_name / f"{path.stem}.png", sr)
+        except (OSError, ValueError, RuntimeError) as err:
+            if on_error is None:
+                raise
+            on_error(path, str(err))
+            row = None
         if on_image is not None:
             on_image(path.name)
-        yield score_pair(
-            sr,
-            gt,
-            set_name=set_name,
-            image=path.name,
-            crop=scale,
-            lpips_model=lpips_model,
-            y_channel=y_channel,
-        )
+        if row is not None:
+            yield row
 
 
 def score_pair(

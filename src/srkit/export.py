@@ -55,11 +55,11 @@ def format_from_suffix(path: str | Path) -> str:
     return _SUFFIX_FORMATS[suffix]
 
 
-def describe_model(name_or_path: str | Path, *, scale: int = 4) -> dict[str, str]:
+def describe_model(name_or_path: str | Path, *, scale: int | None = None) -> dict[str, str]:
     """Metadata stored with an export: srkit format version, arch, arch_kwargs, scale and the source model."""
     name = str(name_or_path)
     if name == "bicubic":
-        meta = {"arch": "bicubic", "arch_kwargs": json.dumps({"scale": scale})}
+        meta = {"arch": "bicubic", "arch_kwargs": json.dumps({"scale": scale or 4})}
     else:
         meta = read_metadata(shipped_models().get(name, Path(name)))
     arch_kwargs = json.loads(meta.get("arch_kwargs", "{}"))
@@ -68,7 +68,7 @@ def describe_model(name_or_path: str | Path, *, scale: int = 4) -> dict[str, str
         srkit_format=FORMAT_VERSION,
         arch=meta["arch"],
         arch_kwargs=json.dumps(arch_kwargs),
-        scale=str(arch_kwargs.get("scale", scale)),
+        scale=str(arch_kwargs.get("scale", scale or 4)),
         source=Path(name).name,
     )
     return out
@@ -178,7 +178,7 @@ def export_model(
     out: str | Path,
     *,
     format: str | None = None,
-    scale: int = 4,
+    scale: int | None = None,
     opset: int = ONNX_OPSET,
 ) -> Path:
     """Export "bicubic", a shipped model or a weights file to ONNX, TorchScript or safetensors, atomically."""
@@ -276,7 +276,7 @@ def onnx_cache_dir() -> Path:
     return Path(root).expanduser() / "onnx" if root else Path.home() / ".cache" / "srkit" / "onnx"
 
 
-def cached_onnx(name_or_path: str | Path, *, scale: int = 4, cache_dir: Path | None = None) -> Path:
+def cached_onnx(name_or_path: str | Path, *, scale: int | None = None, cache_dir: Path | None = None) -> Path:
     """The ONNX export of a model, made once and reused: keyed by the weights' bytes, torch version and opset."""
     name = str(name_or_path)
     path = shipped_models().get(name, Path(name))
@@ -296,7 +296,7 @@ def cached_onnx(name_or_path: str | Path, *, scale: int = 4, cache_dir: Path | N
 def load_onnx_generator(
     name_or_path: str | Path,
     *,
-    scale: int = 4,
+    scale: int | None = None,
     device: torch.device | None = None,
     threads: int | None = None,
     cache_dir: Path | None = None,

@@ -47,6 +47,57 @@ _DEVICE_ACCUMULATOR_SHARE = 0.25
 TileProgress = Callable[[int, int], None]
 
 
+class NonFiniteOutputError(ValueError):
+    """A model returned NaN or infinity; nothing is written from it."""
+
+
+class OutputTooLargeError(ValueError):
+    """An upscale whose output would pass the pixel limit; refused before decoding the input."""
+
+
+# Largest output, width x height, of an untiled upscale by default: whole-image activations grow with it
+# (SRResNet's last layers hold ~256 bytes per output pixel), so 64 MP already needs ~16 GB at most.
+MAX_OUTPUT_PIXELS_WHOLE = 64_000_000
+# Bytes per output pixel a tiled upscale holds at once: float32 accumulator (12), the float32 result (12) and the
+# encoded 8/16-bit copy (3-6); the model's own memory is bounded by the tile.
+_TILED_BYTES_PER_OUTPUT_PIXEL = 28
+_WHOLE_BYTES_PER_OUTPUT_PIXEL = 256
+
+
+def available_memory() -> int:
+    """Bytes of memory free for new allocations now (RAM, or the free memory of the CUDA device in use)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def max_output_pixels(*, tiled: bool, explicit: int | None = None, memory: int | None = None) -> int:
+    """The largest output (pixels) an upscale may make: `explicit`, else what fits in half the free memory.
+
+    Untiled runs are also capped at MAX_OUTPUT_PIXELS_WHOLE; tiling raises what fits, since only the output
+    buffers grow with the image.
+    """
+    if explicit is not None:
+        if explicit < 1:
+            raise ValueError(f"--max-output-pixels must be >= 1, got {explicit}")
+        return explicit
+    budget = (available_memory() if memory is None else memory) // 2
+    if tiled:
+        return max(1, budget // _TILED_BYTES_PER_OUTPUT_PIXEL)
+    return max(1, min(MAX_OUTPUT_PIXELS_WHOLE, budget // _WHOLE_BYTES_PER_OUTPUT_PIXEL))
+
+
+def check_output_size(width: int, height: int, scale: int, *, limit: int) -> None:
+    """Refuse (OutputTooLargeError) an input whose x`scale` output would pass `limit` pixels, saying what to change."""
+    out_w, out_h = width * scale, height * scale
+    if out_w * out_h > limit:
+        raise OutputTooLargeError(
+            f"{width}x{height} at x{scale} would be {out_w}x{out_h} = {out_w * out_h / 1e6:.1f} MP, over the "
+            f"limit of {limit / 1e6:.1f} MP; raise it with --max-output-pixels N (memory permitting), or tile "
+            "(--tile 256) if you turned tiling off"
+        )
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles covering [0, length): every `tile - overlap`, the last one shifted back inside."""
     if tile >= length:
@@ -146,7 +197,14 @@ def _run(
         # left as the caller gave it (no hidden state change).
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), _precision_context(device, dtype):
-        return model(x).float().clamp_(0, 1)
+        sr = model(x).float()
+        if not bool(torch.isfinite(sr).all()):
+            # NaN would be written as black (or arbitrary) pixels with exit 0; broken weights must be an error.
+            raise NonFiniteOutputError(
+                f"the model ({type(model).__name__}) produced NaN or infinite values: its weights are broken "
+                "(a diverged training?) or the precision is too low for it (try --precision fp32)"
+            )
+        return sr.clamp_(0, 1)
 
 
 def upscale_tiled(
@@ -306,6 +364,11 @@ class BatchReport:
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped_outputs: list[Path] = field(default_factory=list)  # earlier results found among the inputs
+
+
+class NothingToDoError(ValueError):
+    """The inputs hold no image to work on (an empty folder, only earlier outputs)."""
 
 
 def output_path(src: Path, *, roots: Sequence[Path], out_dir: Path, suffix: str, ext: str | None) -> Path:
@@ -340,21 +403,33 @@ def upscale_files(
     overwrite: bool = False,
     options: TileOptions | None = None,
     batch_size: int = 1,
+    max_pixels: int | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> BatchReport:
     """Upscale files and folders into out_dir; a bad file is recorded and the batch goes on.
 
     batch_size > 1 reads that many files at a time and runs same-size images that need no tiling as one batch
-    (many small images); larger images are tiled one by one as usual.
+    (many small images); larger images are tiled one by one as usual. An input whose output would pass
+    `max_pixels` (default: max_output_pixels) is refused from its header, before it is decoded.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     opts = options or TileOptions()
     roots = [Path(p) for p in inputs]
-    files = io.list_images(roots)
-    input_set = {p.resolve() for p in files}
     out_root = Path(out_dir)
-    report = BatchReport()
+    files = io.list_images(roots)
+    # Earlier results written next to the inputs (-o IN --suffix _x4) are outputs of this run's inputs: never
+    # upscale them again (a second run would otherwise make a_x4_x4.png).
+    made_from = {output_path(p, roots=roots, out_dir=out_root, suffix=suffix, ext=ext).resolve(): p for p in files}
+    earlier = [p for p in files if made_from.get(p.resolve(), p) != p]
+    files = [p for p in files if p not in earlier]
+    if not files:
+        what = f" (only earlier outputs: {', '.join(p.name for p in earlier[:3])})" if earlier else ""
+        raise NothingToDoError(f"no images to upscale in {', '.join(map(str, roots))}{what}")
+    input_set = {p.resolve() for p in files}
+    report = BatchReport(skipped_outputs=earlier)
+    scale = model_scale(model)
+    limit = max_output_pixels(tiled=opts.tile is not None, explicit=max_pixels)
 
     def fits_whole(image: io.LoadedImage) -> bool:
         return opts.tile is None or max(image.size) <= opts.tile
@@ -366,8 +441,14 @@ def upscale_files(
             try:
                 if dst.resolve() in input_set:
                     raise ValueError(f"output {dst} would overwrite an input; choose another -o folder or --suffix")
+                io.check_name_length(dst)
+                if dst.suffix.lower() not in io.IMAGE_SUFFIXES:
+                    raise ValueError(f"cannot write {dst.suffix} output; choose a format with --ext (png, jpg, ...)")
                 if dst.exists() and not overwrite:
                     raise FileExistsError(f"output {dst} exists; pass --overwrite to replace it")
+                # From the header alone: a tiny file can declare a huge image (a 79 KB PNG of 9000 x 9000).
+                width, height = io.image_size(src, name=src)
+                check_output_size(width, height, scale, limit=limit)
                 image = io.read_image(src)
                 if batch_size > 1 and fits_whole(image):
                     ready.append((src, dst, image))

@@ -77,6 +77,9 @@ def read_image(path: str | Path) -> LoadedImage:
         raise FileNotFoundError(errno.ENOENT, "image file not found", str(path))
     if path.is_dir():
         raise ImageReadError(path, "expected an image file, got a directory")
+    if not path.is_file():
+        # A FIFO or a device would block or stream forever; only regular files are images.
+        raise ImageReadError(path, "not a regular file (a pipe, socket or device); expected an image file")
     # Opened by us first so permission errors surface as themselves, not as "cannot decode".
     with open(path, "rb") as f:
         head = f.read(32)
@@ -88,15 +91,20 @@ def decode_image(data: bytes, *, name: str) -> LoadedImage:
     return _load(data, data[:32], name=Path(name))
 
 
-def image_size(data: bytes, *, name: str) -> tuple[int, int]:
-    """(width, height) of an encoded image from its header alone, without decoding the pixels."""
-    if not data:
+def image_size(data: bytes | Path, *, name: str | Path) -> tuple[int, int]:
+    """(width, height) of an encoded image (bytes or a file) from its header alone, without decoding the pixels."""
+    if isinstance(data, Path):
+        if not data.is_file():
+            raise ImageReadError(name, "not a regular file; expected an image file")
+        if data.stat().st_size == 0:
+            raise ImageReadError(name, "the file is empty (0 bytes)")
+    elif not data:
         raise ImageReadError(name, "the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Between 1x and 2x Pillow's limit it only warns; the size is all we want here, so stay quiet.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as im:
                 width, height = im.size
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(name, f"too many pixels, refusing to decode ({exc})") from exc
@@ -121,6 +129,8 @@ def _load(source: Path | bytes, head: bytes, *, name: Path) -> LoadedImage:
             arr, maxval, grayscale = _decode(source, head)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(name, f"too many pixels, refusing to decode ({exc})") from exc
+    except _Refused as exc:
+        raise ImageReadError(name, str(exc)) from None
     except Exception as exc:
         # Corrupt data makes Pillow/OpenCV raise many types (OSError, SyntaxError, struct.error, ...).
         raise ImageReadError(name, f"not a valid image or truncated ({type(exc).__name__}: {exc})") from exc
@@ -129,7 +139,9 @@ def _load(source: Path | bytes, head: bytes, *, name: Path) -> LoadedImage:
     channels = t.shape[0]
     rgb = t[:1].expand(3, -1, -1).contiguous() if channels <= 2 else t[:3]
     alpha = t[channels - 1 :] if channels in (2, 4) else None
-    return LoadedImage(rgb, alpha, 16 if maxval == 65535 else 8, grayscale, name if isinstance(source, Path) else None)
+    # Float and 16-bit sources keep 16 bits in PNG/TIFF outputs (the most srkit writes); 8-bit stay 8-bit.
+    bit_depth = 8 if maxval == 255 else 16
+    return LoadedImage(rgb, alpha, bit_depth, grayscale, name if isinstance(source, Path) else None)
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
@@ -137,21 +149,58 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     return read_image(path).rgb
 
 
-def _decode(source: Path | bytes, head: bytes) -> tuple[np.ndarray, int, bool]:
-    """Decode to an (H, W, C) integer array (C in 1..4), its full-scale value and whether it is gray."""
+class _Refused(ValueError):
+    """A decodable image srkit will not guess about (animations, out-of-range samples); the text says why."""
+
+
+def _decode(source: Path | bytes, head: bytes) -> tuple[np.ndarray, float, bool]:
+    """Decode to an (H, W, C) array (C in 1..4), its full-scale value and whether it is gray."""
     with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as im:
+        frames = int(getattr(im, "n_frames", 1))
+        if frames > 1:
+            # Upscaling only the first frame of an animation or a multi-page TIFF would silently drop the rest.
+            raise _Refused(
+                f"it has {frames} frames ({im.format} animation or multi-page file); srkit upscales single "
+                "images: extract the frame(s) you want first"
+            )
         if _is_16bit(im, head):
             return _decode_16bit(source, im)
         im.load()  # decode now so truncated or corrupt data fails here, not lazily later
         ImageOps.exif_transpose(im, in_place=True)
         grayscale = im.mode in _GRAY_MODES
+        if im.mode == "F":
+            return _float_samples(np.array(im, dtype=np.float32)), 1.0, True
         if im.mode.startswith("I"):
             # 16/32-bit integer gray that did not go through OpenCV: scale by the 16-bit full range.
-            return np.asarray(im).astype(np.int32)[:, :, None], 65535, True
+            return _int_samples(np.asarray(im).astype(np.int64)), 65535, True
         has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
         target = ("LA" if has_alpha else "L") if grayscale else ("RGBA" if has_alpha else "RGB")
         arr = np.asarray(im if im.mode == target else im.convert(target))
         return (arr[:, :, None] if arr.ndim == 2 else arr), 255, grayscale
+
+
+def _float_samples(arr: np.ndarray) -> np.ndarray:
+    """Float (mode F) gray samples, read as values in [0, 1]; anything else is refused, not clipped or blackened."""
+    if not np.isfinite(arr).all():
+        raise _Refused("its float samples include NaN or infinity; expected finite values in [0, 1]")
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0.0 or high > 1.0:
+        raise _Refused(
+            f"its float samples span [{low:g}, {high:g}]; srkit reads float images as values in [0, 1] "
+            "(rescale it to [0, 1], or save it as 8/16-bit integers)"
+        )
+    return arr[:, :, None]
+
+
+def _int_samples(arr: np.ndarray) -> np.ndarray:
+    """32-bit integer (mode I) gray samples: read as 16-bit when they fit 0..65535, else refused (never clipped)."""
+    low, high = int(arr.min()), int(arr.max())
+    if low < 0 or high > 65535:
+        raise _Refused(
+            f"its 32-bit integer samples span [{low}, {high}]; srkit reads integer images of up to 16 bits "
+            "(0..65535): convert it to 16-bit first"
+        )
+    return arr.astype(np.int32)[:, :, None]
 
 
 def _is_16bit(im: Image.Image, head: bytes) -> bool:
@@ -311,6 +360,21 @@ def _encode_16bit(arr: np.ndarray, suffix: str, where: str) -> bytes:
     if not ok:
         raise ValueError(f"{where}: OpenCV failed to encode 16-bit {suffix}")
     return encoded.tobytes()
+
+
+# atomic_write's temporary name adds a dot, ".tmp" and 8 hex digits to the final one.
+_TMP_NAME_EXTRA = 13
+_NAME_MAX = 255  # bytes per file name on ext4, XFS, APFS, NTFS (UTF-16 units there)
+
+
+def check_name_length(path: Path) -> None:
+    """Refuse, before any work, an output whose file name (or its temporary twin) the file system cannot hold."""
+    size = len(os.fsencode(path.name))
+    if size + _TMP_NAME_EXTRA > _NAME_MAX:
+        raise ValueError(
+            f"output file name {path.name[:40]}... is {size} bytes; file systems allow {_NAME_MAX} "
+            f"(and srkit needs {_TMP_NAME_EXTRA} more while writing): use a shorter name or --suffix"
+        )
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

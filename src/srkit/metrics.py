@@ -113,6 +113,10 @@ _LPIPS_SLICES = {
 }
 
 
+# Smallest side each LPIPS backbone can score (measured: alex fails at 28 px and works at 31).
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}
+
+
 class LPIPS(torch.nn.Module):
     """LPIPS v0.1 distance (Zhang et al. 2018) of [0, 1] RGB images; lower is closer.
 
@@ -165,6 +169,13 @@ class LPIPS(torch.nn.Module):
     @torch.no_grad()
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) pairs in [0, 1] -> (N,) distances."""
+        least = LPIPS_MIN_SIZE[self.net_name]
+        if min(sr.shape[-2:]) < least:
+            # AlexNet's strided first conv and two max-pools leave nothing to pool below this size.
+            raise ValueError(
+                f"image {sr.shape[-1]}x{sr.shape[-2]} is too small for LPIPS-{self.net_name} (needs at least "
+                f"{least}x{least}); use --lpips none or a larger image"
+            )
         out: torch.Tensor = self.model(sr.float(), gt.float(), normalize=True)
         return out.flatten()
 

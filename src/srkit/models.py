@@ -15,6 +15,8 @@ from srkit import io
 from srkit.archs import GENERATORS
 
 FORMAT_VERSION = "1"
+# Upscaling factors srkit accepts: x1 (restoration) to x16; beyond that no architecture here is meant to go.
+MAX_SCALE = 16
 # Models shipped with the package: name -> file in src/srkit/weights (filled in by trained releases).
 SHIPPED_DIR = Path(__file__).parent / "weights"
 
@@ -75,11 +77,63 @@ def available_models() -> list[str]:
     return ["bicubic", *shipped_models()]
 
 
-def load_model(name_or_path: str | Path, *, scale: int = 4, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready-to-run generator in eval mode: "bicubic", a shipped model's name, or a safetensors path."""
+def arch_kwargs_of(meta: dict[str, str], path: str | Path) -> dict[str, Any]:
+    """The arch_kwargs a weights file's metadata records, checked to be a JSON object of named arguments."""
+    raw = meta.get("arch_kwargs", "{}")
+    try:
+        kwargs = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: metadata arch_kwargs is not valid JSON ({err}): {raw[:80]!r}") from None
+    if not isinstance(kwargs, dict):
+        kind = type(kwargs).__name__
+        raise ValueError(f"{path}: metadata arch_kwargs must be a JSON object of arguments, got a {kind}")
+    return kwargs
+
+
+def build_for_weights(path: str | Path, meta: dict[str, str] | None = None) -> nn.Module:
+    """The network a weights file describes, built only once its shapes are known to fit the file.
+
+    The architecture is first built on the meta device (no memory), so metadata with absurd or negative
+    sizes (a 1 KB file claiming width 200000 would ask for a terabyte) is refused before anything is
+    allocated, and every tensor shape is compared with the file's before the real build.
+    """
+    meta = read_metadata(path) if meta is None else meta
+    arch, kwargs = meta["arch"], arch_kwargs_of(meta, path)
+    try:
+        with torch.device("meta"):
+            probe = build_generator(arch, **kwargs)
+    except (ValueError, RuntimeError, TypeError, OverflowError) as err:
+        raise ValueError(f"{path}: metadata arch_kwargs {kwargs} do not build a {arch!r}: {err}") from None
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    wanted = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    missing, unexpected = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    wrong = [f"{k}: file {stored[k]}, {arch} {wanted[k]}" for k in wanted if k in stored and stored[k] != wanted[k]]
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch {wrong[:3]}" if wrong else "",
+            )
+            if part
+        )
+        raise ValueError(f"{path}: weights do not fit arch {arch!r} with arch_kwargs {kwargs} ({details})")
+    return build_generator(arch, **kwargs)
+
+
+def load_model(name_or_path: str | Path, *, scale: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """A ready-to-run generator in eval mode: "bicubic", a shipped model's name, or a safetensors path.
+
+    `scale` is bicubic's factor (default 4); a trained model has its own, and a different `scale` is an error
+    rather than a silent x4.
+    """
     name = str(name_or_path)
+    if scale is not None and not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"scale must be an integer in 1..{MAX_SCALE}, got {scale}")
     if name == "bicubic":
-        return build_generator("bicubic", scale=scale).to(device).eval()
+        return build_generator("bicubic", scale=scale or 4).to(device).eval()
     shipped = shipped_models()
     path = shipped.get(name, Path(name))
     if not path.is_file():
@@ -88,16 +142,14 @@ def load_model(name_or_path: str | Path, *, scale: int = 4, device: str | torch.
         )
     from safetensors.torch import load_file
 
-    meta = read_metadata(path)
-    model = build_generator(meta["arch"], **json.loads(meta.get("arch_kwargs", "{}")))
+    model = build_for_weights(path)
+    own = model_scale(model)
+    if scale is not None and scale != own:
+        raise ValueError(f"model {name!r} upscales x{own}; --scale {scale} does not apply to it (leave --scale out)")
     try:
-        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    except RuntimeError as err:  # shape mismatches: the file's tensors are not this arch's
-        raise ValueError(f"{path}: weights do not fit arch {meta['arch']!r}: {err}") from err
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not fit arch {meta['arch']!r} (missing {missing}, unexpected {unexpected})"
-        )
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as err:  # shapes were checked; dtype or other oddities remain
+        raise ValueError(f"{path}: weights do not load into arch {read_metadata(path)['arch']!r}: {err}") from err
     return model.to(device).eval()
 
 

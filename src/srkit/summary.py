@@ -81,7 +81,7 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, int(match.group(2) or h)
 
 
-def build_network(name: str, *, scale: int = 4) -> tuple[nn.Module, tuple[int, int]]:
+def build_network(name: str, *, scale: int | None = None) -> tuple[nn.Module, tuple[int, int]]:
     """A network and its default input size: a weights file or shipped model, or an arch with default args.
 
     Arch names are the keys of archs.GENERATORS and archs.DISCRIMINATORS; a discriminator can also be
@@ -90,7 +90,7 @@ def build_network(name: str, *, scale: int = 4) -> tuple[nn.Module, tuple[int, i
     if Path(name).is_file() or name in shipped_models():
         return load_model(name, scale=scale), GENERATOR_INPUT
     if name in GENERATORS:
-        return build_generator(name, **({"scale": scale} if name == "bicubic" else {})), GENERATOR_INPUT
+        return build_generator(name, **({"scale": scale or 4} if name == "bicubic" else {})), GENERATOR_INPUT
     disc = name.removesuffix("_discriminator")
     if disc in DISCRIMINATORS:
         net = DISCRIMINATORS[disc]()
@@ -395,7 +395,7 @@ def diagram(summary: ModelSummary) -> bytes:
 
 
 def run_summary(
-    name: str, *, input_size: tuple[int, int] | None, out_dir: Path, depth: int = 2, scale: int = 4
+    name: str, *, input_size: tuple[int, int] | None, out_dir: Path, depth: int = 2, scale: int | None = None
 ) -> tuple[ModelSummary, list[Path]]:
     """Summarise a model and write OUT/<model>_summary.md and OUT/<model>_diagram.png (atomically)."""
     model, default_size = build_network(name, scale=scale)

@@ -194,7 +194,7 @@ def visualize_features(
     arch: str = "vgg16",
     channels: int = 16,
     order: str = "active",
-    scale: int = 4,
+    scale: int | None = None,
     device: torch.device | None = None,
     data_dir: str | Path | None = None,
 ) -> Path:

@@ -172,6 +172,13 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
     limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
     model = _upscale_model(args, device)
+    face_model = None
+    if args.faces or args.face_model:
+        from srkit.models import default_face_model, load_model
+
+        if args.backend != "torch":
+            raise ValueError("--faces runs both models with PyTorch: leave out --backend onnxruntime")
+        face_model = load_model(args.face_model or default_face_model(), device=device)
     options = TileOptions(
         tile=tile or None,
         overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
@@ -195,9 +202,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             options=options,
             batch_size=args.batch_size,
             max_pixels=limit,
+            face_model=face_model,
             on_file=lambda _p: progress.advance(task),
         )
     done = len(files) - len(report.skipped_outputs)
+    for path, faces in report.faces.items():
+        used = sum(model_used == "face" for model_used, _ in faces)
+        console.print(f"{path}: {len(faces)} face(s) found, {used} upscaled by the face model", markup=False)
+        for model_used, why in faces:
+            if model_used != "face":
+                console.print(f"  {why}", markup=False)
     console.print(f"wrote {len(report.written)} of {done} image(s) to {args.output}")
     if report.skipped_outputs:
         console.print(f"left out {len(report.skipped_outputs)} earlier output(s) found among the inputs")
@@ -402,12 +416,18 @@ def cmd_data_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """srkit models: the names --model accepts."""
-    from srkit.models import available_models, shipped_models
+    """srkit models: the names --model accepts, with domain, scale, parameters and how each was chosen."""
+    from rich.table import Table
 
-    shipped = shipped_models()
-    for name in available_models():
-        print(f"{name}\t{shipped.get(name, 'built-in')}")
+    from srkit.models import describe_shipped
+
+    table = Table(title="srkit models (--model NAME; a .safetensors path works too)")
+    for col in ("name", "domain", "scale", "parameters", "chosen by", "arch", "file"):
+        table.add_column(col, justify="right" if col in ("scale", "parameters") else "left")
+    for info in describe_shipped():
+        scale = "any" if info.scale is None else f"x{info.scale}"
+        table.add_row(info.name, info.domain, scale, f"{info.params:,}", info.chosen_by, info.arch, info.source)
+    _console().print(table)
     return 0
 
 
@@ -625,6 +645,16 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="feed the model NHWC tensors (default: on for conv models on the CPU, where it is ~2x faster)",
+    )
+    p.add_argument(
+        "--faces",
+        action="store_true",
+        help="upscale detected faces with the face model (--face-model) and blend them into the --model result",
+    )
+    p.add_argument(
+        "--face-model",
+        default=None,
+        help="the model for faces (implies --faces; default: the shipped srgan_faces, else srresnet_faces)",
     )
     p.add_argument(
         "--max-output-pixels",

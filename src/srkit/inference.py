@@ -365,6 +365,7 @@ class BatchReport:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped_outputs: list[Path] = field(default_factory=list)  # earlier results found among the inputs
+    faces: dict[Path, list[tuple[str, str]]] = field(default_factory=dict)  # per file: (model used, why) per face
 
 
 class NothingToDoError(ValueError):
@@ -404,13 +405,15 @@ def upscale_files(
     options: TileOptions | None = None,
     batch_size: int = 1,
     max_pixels: int | None = None,
+    face_model: nn.Module | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> BatchReport:
     """Upscale files and folders into out_dir; a bad file is recorded and the batch goes on.
 
     batch_size > 1 reads that many files at a time and runs same-size images that need no tiling as one batch
     (many small images); larger images are tiled one by one as usual. An input whose output would pass
-    `max_pixels` (default: max_output_pixels) is refused from its header, before it is decoded.
+    `max_pixels` (default: max_output_pixels) is refused from its header, before it is decoded. With
+    `face_model`, faces are upscaled by it and blended in (srkit.face_upscale); report.faces says per file.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -450,6 +453,16 @@ def upscale_files(
                 width, height = io.image_size(src, name=src)
                 check_output_size(width, height, scale, limit=limit)
                 image = io.read_image(src)
+                if face_model is not None:
+                    from srkit.face_upscale import upscale_with_faces
+
+                    blended = upscale_with_faces(model, face_model, image, device=device, options=opts)
+                    _write(dst, blended.image)
+                    report.faces[src] = [(r.used, r.reason) for r in blended.regions]
+                    report.written.append(dst)
+                    if on_file is not None:
+                        on_file(src)
+                    continue
                 if batch_size > 1 and fits_whole(image):
                     ready.append((src, dst, image))
                     continue

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,72 @@ def shipped_models() -> dict[str, Path]:
 def default_model() -> str:
     """What `srkit upscale` uses without --model: the shipped SRGAN, else the bicubic baseline."""
     return "srgan" if "srgan" in shipped_models() else "bicubic"
+
+
+@dataclass(frozen=True)
+class ShippedInfo:
+    """What `srkit models` says of a model: read from its file's header, nothing loaded."""
+
+    name: str
+    arch: str
+    domain: str  # natural | faces | any
+    scale: int | None  # None: any (bicubic)
+    params: int
+    chosen_by: str
+    source: str
+
+
+_CHOSEN_BY = {
+    "best_psnr": "best validation PSNR",
+    "best_ssim": "best validation SSIM",
+    "best_lpips": "best validation LPIPS",
+    "milestone": "last step",
+}
+
+
+def describe_shipped() -> list[ShippedInfo]:
+    """bicubic and every shipped model: domain, scale, parameters and the metric it was chosen by."""
+    out = [ShippedInfo("bicubic", "bicubic", "any", None, 0, "-", "built-in (MATLAB-compatible)")]
+    for name, path in shipped_models().items():
+        meta = read_metadata(path)
+        with safe_open(str(path), framework="pt") as f:
+            # Parameters only: BatchNorm's running statistics are buffers, not learned weights.
+            params = sum(
+                math.prod(f.get_slice(k).get_shape())
+                for k in f.keys()  # noqa: SIM118
+                if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+            )
+        kwargs = arch_kwargs_of(meta, path)
+        # The model's record (model-database style JSON beside the weights), else the weights' own metadata.
+        record_path = path.with_suffix(".json")
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        kind = meta.get("kind", "")
+        chosen = record.get("chosen_by") or meta.get("chosen_by") or _CHOSEN_BY.get(kind, kind or "-")
+        step = meta.get("source_step")
+        out.append(
+            ShippedInfo(
+                name=name,
+                arch=meta["arch"],
+                domain=record.get("domain") or meta.get("domain", "natural"),
+                scale=int(kwargs.get("scale", 4)),
+                params=params,
+                chosen_by=f"{chosen} (step {step})" if step and chosen != "-" else chosen,
+                source=f"src/srkit/weights/{path.name}",
+            )
+        )
+    return out
+
+
+def default_face_model() -> str:
+    """What `--faces` uses without --face-model: the shipped face SRGAN, else the face SRResNet."""
+    shipped = shipped_models()
+    for name in ("srgan_faces", "srresnet_faces"):
+        if name in shipped:
+            return name
+    raise FileNotFoundError(
+        "no face model is shipped with this srkit: pass --face-model WEIGHTS (train one with "
+        "configs/srresnet_faces_x4.yaml, then configs/srgan_faces_x4.yaml)"
+    )
 
 
 def available_models() -> list[str]:

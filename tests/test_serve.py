@@ -555,3 +555,37 @@ def test_cli_serve_warns_on_public_address(monkeypatch: pytest.MonkeyPatch, caps
 def test_is_loopback() -> None:
     assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
     assert not server.is_loopback("0.0.0.0") and not server.is_loopback("example.org")
+
+
+# --- face-aware upscaling ------------------------------------------------------------------------------------------
+
+
+def test_face_model_upscales_the_faces_of_a_photo(client: TestClient) -> None:
+    import skimage.data
+
+    from srkit.data.degradations import bicubic_degrade
+
+    hr = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).to(torch.float64) / 255
+    lq = io.to_uint8(bicubic_degrade(hr, 4).float())  # 128x128, her face ~40 LR px: in the face model's range
+    plain = _upscale(client, _png(lq))
+    response = client.post(
+        "/api/upscale",
+        files={"file": ("astronaut.png", _png(lq), "image/png")},
+        data={"model": "bicubic", "face_model": "srresnet"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Faces"] == "1 found, 1 by the face model"
+    assert response.headers["X-Face-Model"] == "srresnet"
+    with_faces = np.asarray(Image.open(pyio.BytesIO(response.content)), dtype=np.int16)
+    without = np.asarray(Image.open(pyio.BytesIO(plain.content)), dtype=np.int16)
+    changed = np.abs(with_faces - without).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert 100 < xs.mean() < 400 and ys.mean() < 200  # only around her face (upper middle)
+    assert changed.mean() < 0.2
+    bad = client.post("/api/upscale", files={"file": ("a.png", _png(lq), "image/png")}, data={"face_model": "nope"})
+    assert bad.status_code == 422 and "face_model" in bad.json()["detail"]
+
+
+def test_models_say_their_domain(client: TestClient) -> None:
+    domains = {m["name"]: m["domain"] for m in client.get("/api/models").json()}
+    assert domains["bicubic"] == "any" and domains["srresnet"] == "natural"

@@ -179,3 +179,24 @@ def test_bad_upload_shows_the_server_message(page: Any, name: str, data: bytes, 
         assert text in message
     assert page.is_hidden("#output")
     assert page.is_enabled("#upscale")  # ready for another try
+
+
+def test_faces_mode_upscales_the_face_with_the_chosen_model(page: Any) -> None:
+    import skimage.data
+    import torch
+
+    from srkit import io
+    from srkit.data.degradations import bicubic_degrade
+
+    hr = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).to(torch.float64) / 255
+    buffer = io.encode_image(bicubic_degrade(hr, 4).float(), suffix=".png")  # 128x128, one face
+    options = page.eval_on_selector_all("#face-model option", "os => os.map(o => o.value)")
+    assert options[0] == "" and "srresnet" in options  # "off" first, then every offered model
+    page.set_input_files("#file", files=[{"name": "astronaut.png", "mimeType": "image/png", "buffer": buffer}])
+    page.select_option("#model", "bicubic")
+    page.select_option("#face-model", "srresnet")
+    page.click("#upscale")
+    page.wait_for_selector("#app[data-state='done']", timeout=60_000)
+    info = page.inner_text("#result-info")
+    assert "faces: 1 found, 1 by the face model" in info and "bicubic + faces: srresnet" in info
+    assert page.eval_on_selector("#result", "img => [img.naturalWidth, img.naturalHeight]") == [512, 512]

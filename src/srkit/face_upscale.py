@@ -19,7 +19,7 @@ from torch import nn
 
 from srkit import io
 from srkit.data.faces import Box, Detector, crop_window, haar_detector
-from srkit.inference import TileOptions, upscale_image, upscale_tiled
+from srkit.inference import TileOptions, TileProgress, upscale_image, upscale_tiled
 from srkit.models import model_scale
 
 # The face recipes crop a square of 1.6x the face box (margin 0.3) and resize it to 128 px HR (32 LR).
@@ -85,13 +85,14 @@ def upscale_with_faces(
     detector: Detector | None = None,
     lr_range: tuple[int, int] = FACE_LR_RANGE,
     margin: float = FACE_MARGIN,
+    progress: TileProgress | None = None,
 ) -> FaceUpscale:
     """Upscale `image` with `natural`, then every face in range with `face`, feathered in (see the module doc)."""
     scale = model_scale(natural)
     if model_scale(face) != scale:
         raise ValueError(f"the face model upscales x{model_scale(face)}, the natural model x{scale}: they must agree")
     opts = options or TileOptions()
-    base = upscale_image(natural, image, device=device, options=opts)
+    base = upscale_image(natural, image, device=device, options=opts, progress=progress)
     out = base.rgb.clone()
     height, width = image.rgb.shape[-2:]
     find = detector or haar_detector()
@@ -120,5 +121,7 @@ def upscale_with_faces(
         region = out[:, y * scale : y * scale + s_side, x * scale : x * scale + s_side]
         region.mul_(1 - mask).add_(face_sr * mask)
         regions.append(FaceRegion(box, window_lr, window_hr, "face", f"window {side} LR px: face model"))
+        if progress is not None:
+            progress(len(regions), len(boxes))  # a caller's cancel check runs between faces too
     result = io.LoadedImage(out.clamp_(0, 1), base.alpha, base.bit_depth, base.grayscale, None)
     return FaceUpscale(result, scale, regions)

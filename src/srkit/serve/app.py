@@ -25,8 +25,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from srkit import __version__, io
+from srkit.face_upscale import upscale_with_faces
 from srkit.inference import TILE, TileOptions, upscale_image
-from srkit.models import available_models, load_model, model_scale
+from srkit.models import available_models, describe_shipped, load_model, model_scale
 from srkit.serve.jobs import Abandoned, Busy, Cancelled, JobRunner, JobTimeout, ModelCache, ModelLoader
 
 MB = 1024 * 1024
@@ -74,6 +75,7 @@ class ModelInfo(BaseModel):
     scale: int
     params: int
     description: str
+    domain: str  # natural | faces | any: what the model was trained on ("faces": offer it for face windows)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class _Upscaled:
     input_size: tuple[int, int]
     output_size: tuple[int, int]
     scale: int
+    faces: str = ""  # with a face model: "N found, M by the face model"
 
 
 def create_app(
@@ -193,11 +196,19 @@ def create_app(
         file: Annotated[UploadFile, File(description="the image to upscale (PNG, JPEG, WebP, BMP or TIFF)")],
         model: Annotated[str | None, Form(description="a name from /api/models (default: the first)")] = None,
         tile: Annotated[int | None, Form(description=f"LR tile side in pixels, {TILE_RANGE} (default {TILE})")] = None,
+        face_model: Annotated[
+            str | None,
+            Form(description="a name from /api/models: upscale detected faces with it, blended into the result"),
+        ] = None,
     ) -> Response:
         """Upscale one image; the body is the PNG, headers X-Output-Width/-Height and X-Elapsed-Seconds."""
         model_name = names[0] if model is None or model == "" else model
         if model_name not in names:
             raise HTTPException(422, f"unknown model {model_name!r}; this server offers: {', '.join(names)}")
+        if face_model == "":
+            face_model = None
+        if face_model is not None and face_model not in names:
+            raise HTTPException(422, f"unknown face_model {face_model!r}; this server offers: {', '.join(names)}")
         if tile is not None and not TILE_RANGE[0] <= tile <= TILE_RANGE[1]:
             raise HTTPException(422, f"tile must be in {TILE_RANGE[0]}..{TILE_RANGE[1]} LR pixels, got {tile}")
         filename = file.filename or "upload"
@@ -221,8 +232,15 @@ def create_app(
         options = TileOptions(tile=TILE if tile is None else tile)
 
         def work(cancel: threading.Event) -> _Upscaled:
+            face_net = cache.get(face_model) if face_model is not None else None
             return _upscale_bytes(
-                data, filename=filename, net=cache.get(model_name), device=device, options=options, cancel=cancel
+                data,
+                filename=filename,
+                net=cache.get(model_name),
+                device=device,
+                options=options,
+                cancel=cancel,
+                face_net=face_net,
             )
 
         try:
@@ -271,6 +289,7 @@ def create_app(
                 "X-Output-Height": str(result.output_size[1]),
                 "X-Elapsed-Seconds": f"{job.run_s:.3f}",
                 "X-Queue-Seconds": f"{job.wait_s:.3f}",
+                **({"X-Faces": result.faces, "X-Face-Model": str(face_model)} if face_model else {}),
             },
         )
 
@@ -290,6 +309,7 @@ def _upscale_bytes(
     device: torch.device,
     options: TileOptions,
     cancel: threading.Event,
+    face_net: torch.nn.Module | None = None,
 ) -> _Upscaled:
     """Decode, upscale and encode as PNG on a worker thread, the path `srkit upscale` takes for a file."""
 
@@ -299,12 +319,18 @@ def _upscale_bytes(
 
     image = io.decode_image(data, name=filename)
     checkpoint()
-    result = upscale_image(net, image, device=device, options=options, progress=checkpoint)
+    faces = ""
+    if face_net is not None:
+        blended = upscale_with_faces(net, face_net, image, device=device, options=options, progress=checkpoint)
+        result = blended.image
+        faces = f"{len(blended.regions)} found, {blended.faces_used} by the face model"
+    else:
+        result = upscale_image(net, image, device=device, options=options, progress=checkpoint)
     checkpoint()
     png = io.encode_image(
         result.rgb, suffix=".png", alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale
     )
-    return _Upscaled(png, input_size=image.size, output_size=result.size, scale=model_scale(net))
+    return _Upscaled(png, input_size=image.size, output_size=result.size, scale=model_scale(net), faces=faces)
 
 
 async def _client_gone(request: Request) -> None:
@@ -340,8 +366,13 @@ def _check_models(names: list[str]) -> None:
 def _describe(name: str, net: torch.nn.Module) -> ModelInfo:
     """Name, scale, parameter count and the first line of the architecture's docstring."""
     doc = (type(net).__doc__ or type(net).__name__).strip().splitlines()[0].replace("`", "")
+    domains = {info.name: info.domain for info in describe_shipped()}
     return ModelInfo(
-        name=name, scale=model_scale(net), params=sum(p.numel() for p in net.parameters()), description=doc
+        name=name,
+        scale=model_scale(net),
+        params=sum(p.numel() for p in net.parameters()),
+        description=doc,
+        domain=domains.get(name, "natural"),
     )
 
 

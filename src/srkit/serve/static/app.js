@@ -7,6 +7,7 @@ const app = $("app");
 const fileInput = $("file");
 const drop = $("drop");
 const modelSelect = $("model");
+const faceSelect = $("face-model");
 const upscaleButton = $("upscale");
 const progress = $("progress");
 const statusText = $("status");
@@ -80,6 +81,13 @@ async function loadServer() {
       ...models.map((m) => new Option(`${m.name} (×${m.scale})`, m.name)),
     );
     modelSelect.disabled = false;
+    // Face models first (trained on faces), then the others: any model can upscale the face windows.
+    const ordered = [...models.filter((m) => m.domain === "faces"), ...models.filter((m) => m.domain !== "faces")];
+    faceSelect.replaceChildren(
+      new Option("off", ""),
+      ...ordered.map((m) => new Option(`${m.name}${m.domain === "faces" ? " (face model)" : ""}`, m.name)),
+    );
+    faceSelect.disabled = false;
     showModelInfo();
   } catch (err) {
     showError(`Cannot talk to the server: ${err.message}`);
@@ -151,6 +159,8 @@ function upscale() {
   const form = new FormData();
   form.append("file", file, file.name);
   form.append("model", model);
+  const faceModel = faceSelect.value;
+  if (faceModel) form.append("face_model", faceModel);
   // XMLHttpRequest rather than fetch: it reports upload progress.
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/upscale");
@@ -193,7 +203,8 @@ function upscale() {
     }
     showResult(xhr.response, {
       name: filenameFrom(xhr.getResponseHeader("Content-Disposition")),
-      model,
+      model: faceModel ? `${model} + faces: ${faceModel}` : model,
+      faces: xhr.getResponseHeader("X-Faces"),
       elapsed: xhr.getResponseHeader("X-Elapsed-Seconds"),
       input: `${xhr.getResponseHeader("X-Input-Width")}×${xhr.getResponseHeader("X-Input-Height")}`,
     });
@@ -216,6 +227,7 @@ function showResult(blob, info) {
     output.hidden = false;
     $("result-info").textContent =
       `${info.input} → ${result.naturalWidth}×${result.naturalHeight} · ${info.model} · ` +
+      (info.faces ? `faces: ${info.faces} · ` : "") +
       `${Number(info.elapsed).toFixed(2)} s · ${formatBytes(blob.size)}`;
     layout();
     progress.hidden = true;

@@ -399,6 +399,9 @@ def cmd_data_augment(args: argparse.Namespace) -> int:
     """srkit data augment SRC DST: N random affine variants per image (Keras-style offline augmentation)."""
     from srkit.data.augment import augment_folder
 
+    if (args.dst is None) == (args.out is None):
+        raise ValueError("give the output folder once: as DST or as -o/--out")
+    args.dst = args.dst or args.out
     report = augment_folder(
         Path(args.src),
         Path(args.dst),
@@ -743,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_prepare)
     p = data_sub.add_parser("augment", help="offline augmentation: N random affine variants per image")
     p.add_argument("src", help="folder of images")
-    p.add_argument("dst", help="output folder (not inside src)")
+    p.add_argument("dst", nargs="?", default=None, help="output folder (not inside src); or -o/--out")
+    p.add_argument("-o", "--out", "--output", dest="out", default=None, help="output folder (same as DST)")
     p.add_argument("--variants", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rotation", type=float, default=90.0, help="max rotation, degrees")

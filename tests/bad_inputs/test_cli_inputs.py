@@ -534,6 +534,7 @@ def test_every_command_that_writes_takes_o_and_out() -> None:
         ["interpolate", "a", "b"],
         ["viz", "features", "--image", "x.png"],
         ["data", "prepare", "x.png"],
+        ["data", "augment", "src"],
     ]
     for argv in commands:
         for flag in ("-o", "--out"):

@@ -508,6 +508,46 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """srkit report: the dual-model system's four tables (faces, cross-domain, natural, specialisation)."""
+    from srkit.device import pick_device
+    from srkit.paths import data_root
+    from srkit.report import NATURAL_SETS, face_test_split, make_report
+
+    if not str(args.out).strip():
+        raise ValueError("--out is empty: name the folder the report goes to")
+    out = Path(args.out)
+    natural = dict(_parse_sets(",".join(NATURAL_SETS), args.data_dir))
+    if args.face_set:
+        face_set = Path(args.face_set)
+        if not face_set.is_dir():
+            raise FileNotFoundError(f"--face-set {face_set}: not a folder of HR face images")
+    else:
+        lfw = Path(args.lfw) if args.lfw else data_root(args.data_dir) / "faces" / "LFW"
+        if not lfw.is_dir():
+            raise FileNotFoundError(f"LFW faces not found at {lfw}: pass --lfw DIR or --face-set DIR")
+        face_set = face_test_split(lfw, out / "face_test")
+    _refuse_out_inside(out, [face_set, *natural.values()], "benchmark set")
+    report = make_report(
+        out,
+        face_set=face_set,
+        natural_sets=natural,
+        device=pick_device(args.device),
+        lpips_net=args.lpips,
+        data_dir=args.data_dir,
+        figure_images=args.figure_images,
+        on_table=lambda key: print(f"table {key}: done", file=sys.stderr),
+    )
+    print(report.path.read_text())
+    print(f"wrote {report.path} and {', '.join(str(p) for p in report.tables.values())}")
+    if report.failed:
+        print(f"{len(report.failed)} image(s) could not be scored:", file=sys.stderr)
+        for path, reason in report.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_viz_features(args: argparse.Namespace) -> int:
     """srkit viz features --model M --image IMG -o OUT.png: VGG feature maps of SR vs HR."""
     from srkit.device import pick_device
@@ -793,6 +833,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_scale_arg, default=None, help=SCALE_HELP)
     common(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "report",
+        help="the dual-model system's four tables: face model, cross-domain, natural model, specialisation",
+    )
+    p.add_argument("-o", "--out", default="runs/report", help="output folder (default runs/report)")
+    p.add_argument("--face-set", default=None, help="a folder of HR face test images (default: the LFW test split)")
+    p.add_argument("--lfw", default=None, help="the LFW folder the test split is taken from (default <data>/faces/LFW)")
+    p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
+    p.add_argument("--figure-images", type=int, default=1, help="figures for the first N images of each set")
+    common(p)
+    p.set_defaults(func=cmd_report)
 
     viz = sub.add_parser("viz", help="figures: VGG feature maps of SR vs HR")
     viz_sub = viz.add_subparsers(dest="viz_command", required=True, metavar="VIZ_COMMAND")

@@ -1,20 +1,26 @@
 """Ship a trained generator: copy its weights into src/srkit/weights/NAME.safetensors and write a model card.
 
     python scripts/release_model.py --name srresnet --weights RUN/checkpoints/best_psnr.safetensors \
-        --run RUN [--compare bicubic,srresnet] [--note "..."]
+        --run RUN [--compare bicubic,srresnet] [--note "..."] [--domain faces --sets Set5,Set14,BSD100,DIR]
+        [--fp16]
 
 The card holds the data, the recipe (the run's resolved config), steps, wall time, hardware and a
-metrics table on Set5 / Set14 / BSD100 measured here with srkit's evaluation protocol.
+metrics table on Set5 / Set14 / BSD100 (and any folder given in --sets, e.g. the face test split)
+measured here with srkit's evaluation protocol; NAME.json is the model-database style record (name,
+license, architecture, scale, channels, sha256, iterations, dataset, pretrained-from, domain, chosen by).
+--fp16 stores float16 tensors (half the size) after checking that outputs stay within 1/255 of float32.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import subprocess
 from pathlib import Path
 
+import safetensors.torch
 import torch
 import yaml
 
@@ -64,13 +70,37 @@ def _strings(value: object) -> list[str]:
     return []
 
 
-def evaluate(model_name: str, lpips_model: LPIPS, device: torch.device) -> dict[str, dict[str, float | int | None]]:
+def evaluate(
+    model_name: str, lpips_model: LPIPS, device: torch.device, sets: list[tuple[str, Path]]
+) -> dict[str, dict[str, float | int | None]]:
     model = load_model(model_name, device=device)
     rows = []
-    for set_name in BENCHMARK_SETS:
-        name, folder = resolve_set(set_name)
+    for name, folder in sets:
         rows += list(score_folder(model, name, folder, scale=4, device=device, lpips_model=lpips_model))
     return summarize(rows)
+
+
+def _fp16_within_one_level(model: torch.nn.Module, sets: list[tuple[str, Path]]) -> float:
+    """Largest |fp16-weights output - fp32 output| over the first image of each set, in 8-bit levels."""
+    from srkit.evaluate import benchmark_images, load_pair, super_resolve
+
+    state = {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    rounded = load_model_like(model, state)
+    worst = 0.0
+    for _, folder in sets:
+        _, lq = load_pair(benchmark_images(folder)[0], scale=4)
+        a = super_resolve(model, lq, device=torch.device("cpu"))
+        b = super_resolve(rounded, lq, device=torch.device("cpu"))
+        worst = max(worst, float((a - b).abs().max()) * 255)
+    return worst
+
+
+def load_model_like(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    import copy
+
+    twin = copy.deepcopy(model)
+    twin.load_state_dict(state)
+    return twin.eval()
 
 
 def main() -> None:
@@ -86,6 +116,14 @@ def main() -> None:
         default=None,
         help="model.init_from as a shipped name (the run keeps a path of the training machine)",
     )
+    parser.add_argument("--domain", default="natural", choices=["natural", "faces"], help="what it was trained on")
+    parser.add_argument("--chosen-by", default=None, help="how these weights were picked (default: from their kind)")
+    parser.add_argument(
+        "--sets", default=",".join(BENCHMARK_SETS), help="sets for the card's table: names or folders (NAME=DIR)"
+    )
+    parser.add_argument("--data-text", default=None, help="the training data line of the card (default: natural)")
+    parser.add_argument("--pretrained-from", default=None, help="the shipped model it was fine-tuned from")
+    parser.add_argument("--fp16", action="store_true", help="store float16 tensors (checked within 1/255)")
     parser.add_argument(
         "--hardware",
         default=None,
@@ -99,20 +137,47 @@ def main() -> None:
     out = SHIPPED_DIR / f"{args.name}.safetensors"
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     summary = json.loads((args.run / "summary.json").read_text())
-    extra = {"name": args.name, "source_run": args.run.name, "source_step": meta.get("step", "?")}
+    sets = []
+    for item in args.sets.split(","):
+        label, _, target = item.rpartition("=")
+        name, folder = resolve_set(target)
+        sets.append((label or name, folder))
+    kind = meta.get("kind", "")
+    chosen_by = args.chosen_by or {
+        "best_psnr": "best validation PSNR",
+        "best_ssim": "best validation SSIM",
+        "best_lpips": "best validation LPIPS",
+    }.get(kind, "last step")
+    extra = {
+        "name": args.name,
+        "source_run": args.run.name,
+        "source_step": meta.get("step", "?"),
+        "domain": args.domain,
+        "chosen_by": chosen_by,
+    }
     save_weights(model, out, arch=meta["arch"], arch_kwargs=json.loads(meta["arch_kwargs"]), meta=extra)
+    precision_note = ""
+    if args.fp16:
+        worst = _fp16_within_one_level(model, sets)
+        if worst >= 1.0:
+            raise SystemExit(f"fp16 weights move outputs by {worst:.2f} levels (>= 1/255): ship float32")
+        tensors = safetensors.torch.load_file(str(out))
+        half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        with safetensors.safe_open(str(out), framework="pt") as f:
+            stored_meta = f.metadata()
+        out.write_bytes(safetensors.torch.save(half, metadata=stored_meta))
+        precision_note = f"float16 tensors (outputs within {worst:.2f}/255 of float32 on the first image of each set)"
 
+    precision_cell = f" / {precision_note}" if precision_note else ""
     lpips_model = LPIPS("alex").to(device)
-    results = {m: evaluate(m, lpips_model, device) for m in [*args.compare.split(","), args.name] if m}
+    results = {m: evaluate(m, lpips_model, device, sets) for m in [*args.compare.split(","), args.name] if m}
+    names = [name for name, _ in sets]
     table = [
-        "| model | " + " | ".join(f"{s} PSNR / SSIM / LPIPS" for s in BENCHMARK_SETS) + " |",
-        "|---|" + "---:|" * len(BENCHMARK_SETS),
+        "| model | " + " | ".join(f"{s} PSNR / SSIM / LPIPS" for s in names) + " |",
+        "|---|" + "---:|" * len(names),
     ]
     for m, res in results.items():
-        cells = [
-            f"{res[s]['psnr_mean']:.2f} / {res[s]['ssim_mean']:.4f} / {res[s]['lpips_mean']:.4f}"
-            for s in BENCHMARK_SETS
-        ]
+        cells = [f"{res[s]['psnr_mean']:.2f} / {res[s]['ssim_mean']:.4f} / {res[s]['lpips_mean']:.4f}" for s in names]
         table.append(f"| {m} | " + " | ".join(cells) + " |")
 
     runs = [Path(r) for r in args.extra_runs.split(",") if r] + [args.run]
@@ -133,7 +198,8 @@ def main() -> None:
 |---|---|
 | architecture | `{meta["arch"]}` {meta["arch_kwargs"]}, x4, {n_params:,} parameters |
 | weights | `src/srkit/weights/{args.name}.safetensors` (from run `{args.run.name}`, step {meta.get("step", "?")}) |
-| training data | {TRAINING_DATA} |
+| training data | {args.data_text or TRAINING_DATA} |
+| domain / chosen by | {args.domain} / {chosen_by} (step {meta.get("step", "?")}){precision_cell} |
 | degradation | HR modcropped to x4, LR by MATLAB-compatible bicubic (antialiased), rounded to 8 bits |
 | hardware | {args.hardware or f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"} |
 
@@ -156,6 +222,28 @@ Protocol: {PROTOCOL}.
 {config_text}```
 """
     (SHIPPED_DIR / f"{args.name}.md").write_text(card)
+    record = {
+        "name": args.name,
+        "author": "srkit",
+        "license": "MIT",
+        "architecture": meta["arch"],
+        "arch": meta["arch"],
+        "arch_kwargs": json.loads(meta["arch_kwargs"]),
+        "scale": 4,
+        "input_channels": 3,
+        "output_channels": 3,
+        "parameters": n_params,
+        "domain": args.domain,
+        "chosen_by": chosen_by,
+        "training_iterations": int(summary.get("step", 0)),
+        "source_step": meta.get("step", "?"),
+        "dataset": args.data_text or TRAINING_DATA,
+        "pretrained_from": args.pretrained_from,
+        "precision": "float16" if args.fp16 else "float32",
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "card": f"{args.name}.md",
+    }
+    (SHIPPED_DIR / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(card)
     (SHIPPED_DIR / f"{args.name}.config.yaml").write_text(config_text)
 

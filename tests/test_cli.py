@@ -163,7 +163,8 @@ def test_upscale_mixed_folder(mixed_folder: Path, tmp_path: Path, capsys: pytest
     out = tmp_path / "out"
     inputs_before = _snapshot(mixed_folder)
     assert main(["upscale", str(mixed_folder), "-o", str(out), "--model", "bicubic", "--device", "cpu"]) == 1
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # the failures are listed on stderr
     assert "bad.png" in printed and "1 file(s) failed" in printed
     assert "wrote 5 of 6" in printed
     assert _snapshot(mixed_folder) == inputs_before
@@ -206,7 +207,8 @@ def test_upscale_existing_outputs_and_overwrite(
     capsys.readouterr()
 
     assert main(argv) == 1
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # the failures are listed on stderr
     assert "wrote 0 of 6" in printed
     assert printed.count("exists") == 5 and "--overwrite" in printed
     assert _snapshot(out) == first  # nothing replaced
@@ -222,7 +224,8 @@ def test_upscale_refuses_to_overwrite_inputs(mixed_folder: Path, capsys: pytest.
     status = main(["upscale", str(mixed_folder), "-o", str(mixed_folder), "--overwrite", "--device", "cpu"])
     assert status != 0
     assert _snapshot(mixed_folder) == before  # byte-for-byte, and no new files
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # the failures are listed on stderr
     assert "overwrite an input" in printed
 
 
@@ -258,10 +261,19 @@ def test_upscale_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
 # models, entry point ------------------------------------------------------------------------------------
 
 
-def test_models_lists_bicubic(capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_lists_every_model_with_domain_scale_params(capsys: pytest.CaptureFixture[str]) -> None:
+    from srkit.models import describe_shipped, load_model, shipped_models
+
     assert main(["models"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert "bicubic\tbuilt-in" in lines
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    cells = {r.split("│")[1].strip(): [c.strip() for c in r.split("│")[2:]] for r in rows}
+    assert cells["bicubic"][:3] == ["any", "any", "0"]
+    for name in shipped_models():
+        domain, scale, params = cells[name][:3]
+        assert domain in ("natural", "faces") and scale == "x4"
+        info = next(i for i in describe_shipped() if i.name == name)
+        model = load_model(name)
+        assert int(params.replace(",", "")) == info.params == sum(p.numel() for p in model.parameters())
 
 
 def test_console_script_help() -> None:

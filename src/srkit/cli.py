@@ -103,12 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         console.print(format_table(summary, title=f"{args.model} x{scale}", protocol_text=text))
         console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
-    if failed:
-        console.print(f"[red]{len(failed)} image(s) could not be scored (left out of the means):[/red]")
-        for path, reason in failed:
-            console.print(f"  {path}: {reason}", markup=False)
-        return 1
-    return 0
+    return _report_failed("image(s) could not be scored (left out of the means)", failed)
 
 
 def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
@@ -215,12 +210,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     console.print(f"wrote {len(report.written)} of {done} image(s) to {args.output}")
     if report.skipped_outputs:
         console.print(f"left out {len(report.skipped_outputs)} earlier output(s) found among the inputs")
-    if report.failed:
-        console.print(f"[red]{len(report.failed)} file(s) failed (model {args.model}):[/red]")
-        for path, reason in report.failed:
-            console.print(f"  {path}: {reason}", markup=False)
-        return 1
-    return 0
+    return _report_failed(f"file(s) failed (model {args.model})", report.failed)
 
 
 def _refuse_existing(out: Path, *, overwrite: bool) -> None:
@@ -287,13 +277,18 @@ def _progress_bar(total: int, label: str) -> Any:
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
 
 
-def _report_skipped(kind: str, skipped: list[tuple[Path, str]]) -> int:
-    if not skipped:
+def _report_failed(what: str, failed: Sequence[tuple[Path, str]]) -> int:
+    """The end of a batch: list each file that failed and why (stderr); exit status 1 if any did, else 0."""
+    if not failed:
         return 0
-    print(f"{len(skipped)} file(s) skipped ({kind}):", file=sys.stderr)
-    for path, reason in skipped:
+    print(f"{len(failed)} {what}:", file=sys.stderr)
+    for path, reason in failed:
         print(f"  {path}: {reason}", file=sys.stderr)
     return 1
+
+
+def _report_skipped(kind: str, skipped: list[tuple[Path, str]]) -> int:
+    return _report_failed(f"file(s) skipped ({kind})", skipped)
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -500,12 +495,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console.print(
         f"table: {out_dir / 'compare.md'}  long CSV: {out_dir / 'compare.csv'}  figures: {out_dir / 'figures'}"
     )
-    if result.failed:
-        console.print(f"[red]{len(result.failed)} image(s) could not be scored (left out for every model):[/red]")
-        for path, reason in result.failed:
-            console.print(f"  {path}: {reason}", markup=False)
-        return 1
-    return 0
+    return _report_failed("image(s) could not be scored (left out for every model)", result.failed)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -540,12 +530,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     print(report.path.read_text())
     print(f"wrote {report.path} and {', '.join(str(p) for p in report.tables.values())}")
-    if report.failed:
-        print(f"{len(report.failed)} image(s) could not be scored:", file=sys.stderr)
-        for path, reason in report.failed:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failed("image(s) could not be scored", report.failed)
 
 
 def cmd_viz_features(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ def _refuse_out_inside(out_dir: Path, folders: Sequence[Path], what: str) -> Non
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """srkit evaluate: per-image CSV + summary JSON + a printed table; goes on past a bad image (exit 1)."""
+    import torch
     from rich.progress import Progress
 
     from srkit.device import pick_device
@@ -87,7 +88,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 )
             )
     summary = summarize(rows)
-    text = protocol(y_channel=not args.rgb) + ("" if args.precision == "fp32" else f"; model run in {dtype}")
+    run_in = {torch.float32: "", torch.bfloat16: "; model run in bf16 (autocast)", torch.float16: "; model run in fp16"}
+    text = protocol(y_channel=not args.rgb) + run_in[dtype]
     if rows:
         write_rows_csv(out_dir / "per_image.csv", rows)
         write_summary_json(
@@ -630,9 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the Y channel")
     p.add_argument(
         "--precision",
-        choices=["fp32", "auto", "bf16", "fp16"],
-        default="fp32",
-        help="fp32 (default: metrics must not depend on the machine); auto/bf16/fp16 score a faster run",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto (default): bf16 where native (AVX512-BF16/AMX CPUs, CUDA), else fp32; bicubic always runs exact. "
+        "bf16 moves PSNR by ~0.004 dB (srresnet, Set5/Set14); pass fp32 for bit-exact tables across machines",
     )
     common(p)
     p.set_defaults(func=cmd_evaluate)

@@ -180,3 +180,22 @@ def test_default_model_is_the_shipped_srgan_when_present(tmp_path: Path, monkeyp
     save_weights(SRResNet(width=8, num_blocks=1), tmp_path / "srgan.safetensors", arch="srresnet", arch_kwargs={})
     assert models.default_model() == "srgan"
     assert models.available_models() == ["bicubic", "srgan", "srresnet"]
+
+
+def test_every_shipped_model_has_a_record_matching_its_weights() -> None:
+    import hashlib
+    import json
+
+    from srkit.models import SHIPPED_DIR, describe_shipped, shipped_models
+
+    infos = {i.name: i for i in describe_shipped()}
+    for name, path in shipped_models().items():
+        record = json.loads((SHIPPED_DIR / f"{name}.json").read_text())
+        assert record["name"] == name and record["domain"] in ("natural", "faces")
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), f"{name}.json is stale"
+        assert (SHIPPED_DIR / record["card"]).is_file()
+        assert infos[name].domain == record["domain"] and infos[name].chosen_by.startswith(record["chosen_by"])
+        # Best-by-metric variants are named NAME_psnr / NAME_ssim beside NAME (best LPIPS) and load by name.
+        if name.endswith(("_psnr", "_ssim")):
+            assert name.rsplit("_", 1)[0] in shipped_models(), f"{name} ships without its best-LPIPS sibling"
+        assert load_model(name).scale == infos[name].scale

@@ -188,3 +188,42 @@ def test_split_by_folder_and_by_regex(tmp_path: Path) -> None:
         regex_key(Path("frontal.png"))
     with pytest.raises(ValueError, match="regular expression"):
         group_key("(unclosed")
+
+
+def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
+    from srkit.config import load_config
+    from srkit.data.pipeline import gather_sources
+
+    images = tmp_path / "celeba" / "img_align_celeba"
+    for i in range(1, 7):
+        _png(images / f"{i:06d}.png", 40, 40, i)
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text(
+        "".join(f"{i:06d}.png {part}\n" for i, part in zip(range(1, 7), [0, 0, 0, 1, 1, 2], strict=True))
+    )
+    overrides = [
+        f"data.train=[{images}]",
+        f"data.partition_file={tmp_path / 'celeba' / 'list_eval_partition.txt'}",
+        "data.split=null",
+        "data.group_by=null",
+    ]
+    config = load_config(Path(__file__).parents[1] / "configs" / "srresnet_faces_x4.yaml", overrides)
+    sources = gather_sources(config.data, None)
+    assert [p.name for p in sources.train_files] == ["000001.png", "000002.png", "000003.png"]
+    assert [p.name for p in sources.val_files] == ["000004.png", "000005.png"]  # the official val part
+    assert sources.val_name == "partition-val"
+
+
+def test_face_recipe_splits_lfw_by_identity(data_dir: Path) -> None:
+    from srkit.config import load_config
+    from srkit.data.pipeline import gather_sources
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "srresnet_faces_x4.yaml")
+    assert config.data.group_by == "lfw" and config.data.val == "split"
+    sources = gather_sources(config.data, data_dir)
+    key = group_key("lfw")
+    assert key is not None
+    train = {key(p) for p in sources.train_files}
+    val = {key(p) for p in sources.val_files}
+    test = split(sorted((data_dir / "faces" / "LFW").glob("*.jpg")), (0.8, 0.15, 0.05), seed=0, key=key)["test"]
+    assert len(train) > 3000 and len(val) > 600 and len(test) > 200
+    assert not train & val and not train & {key(p) for p in test} and not val & {key(p) for p in test}

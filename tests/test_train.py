@@ -35,7 +35,7 @@ from srkit.train.checkpoint import FORMAT_VERSION, load_checkpoint
 from srkit.train.logger import TRAIN_FIELDS, RunLogger
 from srkit.train.loop import fit
 from srkit.train.validate import ValResult
-from testkit import smooth_rgb
+from testkit import smooth_rgb, tiny_recipe
 
 LOSS_COLUMNS = ("loss_g", "l_pix", "l_percep", "l_adv", "loss_d", "d_real", "d_fake", "lr_g", "lr_d")
 GAN_COLUMNS = ("loss_d", "d_real", "d_fake", "l_adv")
@@ -65,26 +65,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _overrides(out_dir: Path, images: dict[str, Path], name: str = "run", **extra: Any) -> list[str]:
-    """A tiny recipe as dotted overrides; `extra` uses '__' for '.', e.g. train__steps=3."""
-    base: dict[str, Any] = {
-        "name": name,
-        "out_dir": str(out_dir),
-        "data.train": [str(images["train"])],
-        "data.val": str(images["val"]),
-        "data.gt_size": 32,
-        "data.batch_size": 2,
-        "model.args": {"width": 8, "num_blocks": 1},
-        "train.device": "cpu",
-        "train.amp": "none",  # fp32: exact comparisons must not depend on the machine's bf16 support
-        "train.lpips_net": "none",
-        "train.tensorboard": False,
-        "train.steps": 4,
-        "train.log_every": 1,
-        "train.val_every": 100,
-        "train.save_every": 100,
-    }
-    base.update({k.replace("__", "."): v for k, v in extra.items()})
-    return [f"{k}={json.dumps(v)}" for k, v in base.items()]  # JSON is YAML: paths and lists survive quoting
+    return tiny_recipe(out_dir, images, name, **extra)
 
 
 def _tiny(out_dir: Path, images: dict[str, Path], name: str = "run", **extra: Any) -> Config:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from PIL import Image
@@ -29,3 +33,29 @@ def random_srresnet(seed: int = 0, **kwargs: int) -> nn.Module:
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def tiny_recipe(out_dir: Path, images: dict[str, Path], name: str = "run", **extra: Any) -> list[str]:
+    """A tiny training recipe (width-8 SRResNet, 32 px crops, 4 fp32 steps) as dotted `key=value` overrides.
+
+    `extra` uses '__' for '.', e.g. train__steps=3; `images` has "train" and "val" folders.
+    """
+    base: dict[str, Any] = {
+        "name": name,
+        "out_dir": str(out_dir),
+        "data.train": [str(images["train"])],
+        "data.val": str(images["val"]),
+        "data.gt_size": 32,
+        "data.batch_size": 2,
+        "model.args": {"width": 8, "num_blocks": 1},
+        "train.device": "cpu",
+        "train.amp": "none",  # fp32: exact comparisons must not depend on the machine's bf16 support
+        "train.lpips_net": "none",
+        "train.tensorboard": False,
+        "train.steps": 4,
+        "train.log_every": 1,
+        "train.val_every": 100,
+        "train.save_every": 100,
+    }
+    base.update({k.replace("__", "."): v for k, v in extra.items()})
+    return [f"{k}={json.dumps(v)}" for k, v in base.items()]  # JSON is YAML: paths and lists survive quoting

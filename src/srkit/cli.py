@@ -860,6 +860,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain(err: Exception) -> tuple[int, str]:
+    """(exit status, one line) for an error that reached the CLI: 2 for the user's to fix, 1 for the rest."""
+    from srkit.data.download import DownloadError
+
+    user = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+    if isinstance(err, (*user, ValueError, DownloadError)):
+        return 2, str(err)  # a missing file, a bad option or config value, a file that is not what it should be
+    if isinstance(err, OSError):
+        # File names too long for the file system are the user's to fix; a full disk or an I/O error is not.
+        return (2 if err.errno == errno.ENAMETOOLONG else 1), str(err)
+    if isinstance(err, MemoryError):
+        return 1, f"out of memory ({err or 'allocation failed'}); try a smaller --tile"
+    return 1, (
+        f"unexpected {type(err).__name__}: {err} "
+        "(run again with --debug or SRKIT_DEBUG=1 for the traceback, and please report it)"
+    )
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("SRKIT_DEBUG", "") not in ("", "0")
 
@@ -871,8 +889,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 a user error found before any work (a missing file, a bad option or config value, nothing to do);
     130 interrupted. `--debug` (anywhere) or SRKIT_DEBUG=1 shows the traceback instead.
     """
-    from srkit.data.download import DownloadError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
@@ -891,37 +907,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        if debug:
-            raise
-        print(f"{where}: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, DownloadError) as err:
-        # User errors (a bad option or config value, a file that is not what it should be): one clear line.
-        if debug:
-            raise
-        print(f"{where}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        if debug:
-            raise
-        # File names too long for the file system are the user's to fix; a full disk or an I/O error is not.
-        print(f"{where}: error: {err}", file=sys.stderr)
-        return 2 if err.errno == errno.ENAMETOOLONG else 1
-    except MemoryError as err:
-        if debug:
-            raise
-        print(f"{where}: error: out of memory ({err or 'allocation failed'}); try a smaller --tile", file=sys.stderr)
-        return 1
     except Exception as err:
         if debug:
             raise
-        print(
-            f"{where}: error: unexpected {type(err).__name__}: {err} "
-            "(run again with --debug or SRKIT_DEBUG=1 for the traceback, and please report it)",
-            file=sys.stderr,
-        )
-        return 1
+        code, text = _explain(err)
+        print(f"{where}: error: {text}", file=sys.stderr)
+        return code
     return status
 
 

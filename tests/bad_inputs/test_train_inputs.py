@@ -22,7 +22,7 @@ from srkit.cli import main
 from srkit.config import dump_config, load_config
 from srkit.train import loop
 from srkit.train.checkpoint import load_checkpoint
-from testkit import smooth_rgb
+from testkit import smooth_rgb, tiny_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,25 +46,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _overrides(out_dir: Path, images: dict[str, Path], **extra: Any) -> list[str]:
     """A tiny recipe (width-8 SRResNet, 32px crops, 3 steps, fp32) as --key=value flags."""
-    settings: dict[str, Any] = {
-        "name": "run",
-        "out_dir": str(out_dir),
-        "data.train": [str(images["train"])],
-        "data.val": str(images["val"]),
-        "data.gt_size": 32,
-        "data.batch_size": 2,
-        "model.args": {"width": 8, "num_blocks": 1},
-        "train.device": "cpu",
-        "train.amp": "none",
-        "train.lpips_net": "none",
-        "train.tensorboard": False,
-        "train.steps": 3,
-        "train.log_every": 1,
-        "train.val_every": 100,
-        "train.save_every": 100,
-    }
-    settings.update({k.replace("__", "."): v for k, v in extra.items()})
-    return [f"--{k}={json.dumps(v)}" for k, v in settings.items()]  # JSON is YAML: paths and lists survive
+    return [f"--{o}" for o in tiny_recipe(out_dir, images, **{"train__steps": 3, **extra})]
 
 
 def _train(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

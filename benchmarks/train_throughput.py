@@ -22,6 +22,7 @@ from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
 from srkit.data.pipeline import resolve_folder
 from srkit.device import pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss
+from srkit.train.step import Objective, Update, discriminator_step, generator_step
 
 
 def _sync(device: torch.device) -> None:
@@ -47,32 +48,27 @@ def train_rate(
         opt_d = torch.optim.Adam(net_d.parameters(), lr=1e-4)
         percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device)  # the loop leaves VGG as it is too
     d_loss, g_loss = ADVERSARIAL["vanilla"]
+    # The loop's own step functions (srkit.train.step), with the shipped SRGAN recipe's weights.
+    objective = Objective(
+        pixel=torch.nn.functional.l1_loss,
+        perceptual=percep,
+        perceptual_weight=0.006 if percep is not None else 0.0,
+        g_adversarial=g_loss if net_d is not None else None,
+        adversarial_weight=0.001 if net_d is not None else 0.0,
+    )
     lq = torch.rand(batch, 3, gt_size // 4, gt_size // 4, device=device).contiguous(memory_format=fmt)
     gt = torch.rand(batch, 3, gt_size, gt_size, device=device).contiguous(memory_format=fmt)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "fp32"
     )
+    update = Update(autocast=autocast)
     times = []
     for i in range(steps + 1):
         _sync(device)
         t = time.perf_counter()
-        with autocast:
-            sr = net_g(lq)
-            loss = torch.nn.functional.l1_loss(sr.float(), gt)
-            if net_d is not None and percep is not None:
-                loss = loss + 0.006 * percep(sr, gt)
-                net_d.requires_grad_(False)
-                loss = loss + 0.001 * g_loss(net_d(gt), net_d(sr).float())
-                net_d.requires_grad_(True)
-        opt_g.zero_grad()
-        loss.backward()
-        opt_g.step()
+        sr, _, _ = generator_step(net_g, opt_g, lq, gt, objective=objective, net_d=net_d, update=update)
         if net_d is not None and opt_d is not None:
-            with autocast:
-                ld = d_loss(net_d(gt).float(), net_d(sr.detach()).float())
-            opt_d.zero_grad()
-            ld.backward()
-            opt_d.step()
+            discriminator_step(net_d, opt_d, sr, gt, d_loss=d_loss, update=update)
         _sync(device)
         if i:  # the first step pays for allocation and kernel selection
             times.append(time.perf_counter() - t)

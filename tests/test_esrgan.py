@@ -31,8 +31,8 @@ from srkit.cli import main
 from srkit.config import Config, load_config
 from srkit.interpolate import interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
-from srkit.train.checkpoint import load_checkpoint
-from srkit.train.loop import fit, lr_factor, make_optimizer
+from srkit.train.state import load_checkpoint
+from srkit.train.loop import fit, lr_plan, make_optimizer
 from testkit import smooth_rgb
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -439,7 +439,8 @@ def test_recipe_settings(name: str) -> None:
 
 def test_psnr_schedule_halves_every_200k() -> None:
     config = load_config(CONFIGS / "rrdb_psnr_x4.yaml")
-    factors = [lr_factor(s, config, 2e-4) for s in (0, 199_999, 200_000, 400_000, 800_000, 999_999)]
+    plan = lr_plan(config.optim, base_lr=2e-4, total=config.train.steps)
+    factors = [plan(s) for s in (0, 199_999, 200_000, 400_000, 800_000, 999_999)]
     assert factors == [1.0, 1.0, 0.5, 0.25, 0.0625, 0.0625]
 
 
@@ -466,10 +467,12 @@ def test_srgan_lsgan_epoch_arithmetic(data_dir: Path) -> None:
 
 def test_make_optimizer_adam_and_adamw() -> None:
     net = nn.Linear(2, 2)
-    adamw = make_optimizer(net.parameters(), load_config(CONFIGS / "autoencoder_x4.yaml"), 1e-4)
+    o = load_config(CONFIGS / "autoencoder_x4.yaml").optim
+    adamw = make_optimizer(net.parameters(), name=o.name, lr=1e-4, betas=o.betas, weight_decay=o.weight_decay)
     assert type(adamw) is torch.optim.AdamW
     assert adamw.param_groups[0]["weight_decay"] == pytest.approx(0.01) and adamw.param_groups[0]["lr"] == 1e-4
-    adam = make_optimizer(net.parameters(), load_config(None), 3e-4)
+    o = load_config(None).optim
+    adam = make_optimizer(net.parameters(), name=o.name, lr=3e-4, betas=o.betas, weight_decay=o.weight_decay)
     assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.0
     with pytest.raises(ValueError, match=r"optim\.name"):
         load_config(None, ["optim.name=sgd"])

@@ -31,10 +31,11 @@ from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs, s
 from srkit.data.degradations import bicubic_degrade
 from srkit.models import load_model, read_metadata
 from srkit.train import loop
-from srkit.train.checkpoint import FORMAT_VERSION, load_checkpoint
+from srkit.train.state import FORMAT_VERSION, load_checkpoint
 from srkit.train.logger import TRAIN_FIELDS, RunLogger
 from srkit.train.loop import fit
-from srkit.train.validate import ValResult
+from srkit.train.schedule import ema_avg_fn
+from srkit.train.validate import ValResult, update_best
 from testkit import smooth_rgb, tiny_recipe
 
 LOSS_COLUMNS = ("loss_g", "l_pix", "l_percep", "l_adv", "loss_d", "d_real", "d_fake", "lr_g", "lr_d")
@@ -396,11 +397,13 @@ def test_resume_extending_a_cosine_schedule_replans_it(tmp_path: Path, images: d
     fit(extended, resume=first)
     lrs = [float(r["lr_g"]) for r in _history(first)]
     short = load_config(first / "config.yaml", ["train.steps=2"])
-    expected = [1e-3 * loop.lr_factor(s, short, 1e-3) for s in range(2)]
-    expected += [1e-3 * loop.lr_factor(s, extended, 1e-3) for s in range(2, 6)]
+    short_plan = loop.lr_plan(short.optim, base_lr=1e-3, total=short.train.steps)
+    extended_plan = loop.lr_plan(extended.optim, base_lr=1e-3, total=extended.train.steps)
+    expected = [1e-3 * short_plan(s) for s in range(2)]
+    expected += [1e-3 * extended_plan(s) for s in range(2, 6)]
     assert lrs == pytest.approx(expected, rel=1e-9)
     assert all(b <= a for a, b in itertools.pairwise(lrs[2:]))  # the new plan anneals monotonically
-    assert 1e-3 * loop.lr_factor(6, extended, 1e-3) == pytest.approx(1e-5)  # and reaches the floor
+    assert 1e-3 * extended_plan(6) == pytest.approx(1e-5)  # and reaches the floor
 
 
 def test_lr_warmup_ramps_then_follows_the_schedule(tmp_path: Path, images: dict[str, Path]) -> None:
@@ -430,61 +433,60 @@ def test_lr_warmup_ramps_then_follows_the_schedule(tmp_path: Path, images: dict[
 # d. best checkpoints and early stopping --------------------------------------------------------------------
 
 
-def test_keep_best_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: dict[str, Path]) -> None:
-    """PSNR/SSIM: higher is better, LPIPS lower; a tie is not a gain; patience counts the early-stop metric only."""
-    scores = iter(
-        [  # (psnr, ssim, lpips) per validation, steps 1..5
-            (20.0, 0.5, 0.3),
-            (21.0, 0.4, 0.2),
-            (21.0, 0.6, 0.25),
-            (19.0, 0.6, 0.1),
-            (22.0, 0.1, 0.4),
-        ]
-    )
+SCRIPTED_SCORES = [  # (psnr, ssim, lpips) per validation, steps 1..5
+    (20.0, 0.5, 0.3),
+    (21.0, 0.4, 0.2),
+    (21.0, 0.6, 0.25),
+    (19.0, 0.6, 0.1),
+    (22.0, 0.1, 0.4),
+]
 
-    def fake_validate(*_args: Any, **_kwargs: Any) -> ValResult:
-        p, s, lp = next(scores)
-        summary: dict[str, float | int | None] = {"images": 1, "psnr_mean": p, "psnr_std": 0.0}
-        summary.update(ssim_mean=s, ssim_std=0.0, lpips_mean=lp, lpips_std=0.0)
-        return ValResult(rows=[], summary=summary, grid=torch.zeros(3, 4, 4))
 
-    monkeypatch.setattr(loop, "validate", fake_validate)
-    config = _tiny(tmp_path, images, train__early_stop_metric="psnr")
-    logger = RunLogger(tmp_path, enabled=True, config={}, tensorboard=False, wandb=False, wandb_mode="offline")
-    exported: list[tuple[str, int]] = []
+def _summary(psnr: float, ssim: float, lpips: float) -> dict[str, float | int | None]:
+    summary: dict[str, float | int | None] = {"images": 1, "psnr_mean": psnr, "psnr_std": 0.0}
+    summary.update(ssim_mean=ssim, ssim_std=0.0, lpips_mean=lpips, lpips_std=0.0)
+    return summary
+
+
+def test_update_best_rules() -> None:
+    """PSNR/SSIM: higher is better, LPIPS lower; a tie is not a gain (the earlier step stays best)."""
     best: dict[str, dict[str, float]] = {}
-    patience = []
-    n = 0
-    try:
-        for step in range(1, 6):
-            n = loop._validate_and_keep_best(
-                step,
-                torch.nn.Identity(),
-                None,
-                PairSet(),
-                config,
-                torch.device("cpu"),
-                None,
-                logger,
-                best,
-                n,
-                lambda path, step, extra: exported.append((path.name, step)),
-                tmp_path,
-            )
-            patience.append(n)
-    finally:
-        logger.close()
+    gains = [update_best(best, _summary(*s), step) for step, s in enumerate(SCRIPTED_SCORES, 1)]
+    assert gains == [["psnr", "ssim", "lpips"], ["psnr", "lpips"], ["ssim"], ["lpips"], ["psnr"]]
     assert best == {
         "psnr": {"value": 22.0, "step": 5},
         "ssim": {"value": 0.6, "step": 3},
         "lpips": {"value": 0.1, "step": 4},
     }
-    assert json.loads((tmp_path / "best.json").read_text()) == best
-    assert patience == [0, 0, 1, 2, 0]
-    assert sorted(s for name, s in exported if name == "best_psnr.safetensors") == [1, 2, 5]
-    assert sorted(s for name, s in exported if name == "best_ssim.safetensors") == [1, 3]
-    assert sorted(s for name, s in exported if name == "best_lpips.safetensors") == [1, 2, 4]
-    assert [int(r["step"]) for r in _rows(tmp_path / "val_history.csv")] == [1, 2, 3, 4, 5]
+
+
+def test_patience_counts_the_early_stop_metric_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: dict[str, Path]
+) -> None:
+    # PSNR gains at steps 1 and 2 only: with patience 2 the run stops after step 4's validation, though SSIM
+    # (step 3) and LPIPS (step 4) still gained. Each best_* export holds the step that was best.
+    scores = iter(SCRIPTED_SCORES)
+
+    def fake_validate(*_args: Any, **_kwargs: Any) -> ValResult:
+        return ValResult(rows=[], summary=_summary(*next(scores)), grid=torch.zeros(3, 4, 4))
+
+    monkeypatch.setattr(loop, "validate", fake_validate)
+    config = _tiny(
+        tmp_path, images, train__steps=5, train__val_every=1, train__early_stop_metric="psnr", train__patience=2
+    )
+    run = fit(config)
+    best = json.loads((run / "best.json").read_text())
+    assert best == {
+        "psnr": {"value": 21.0, "step": 2},
+        "ssim": {"value": 0.6, "step": 3},
+        "lpips": {"value": 0.1, "step": 4},
+    }
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] == 4 and summary["stop_reason"].startswith("early stop: no psnr gain in 2")
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["evals_without_gain"] == 2
+    for metric, step in (("psnr", 2), ("ssim", 3), ("lpips", 4)):
+        assert read_metadata(run / "checkpoints" / f"best_{metric}.safetensors")["step"] == str(step)
+    assert [int(r["step"]) for r in _rows(run / "val_history.csv")] == [1, 2, 3, 4]
 
 
 def test_best_checkpoints_match_val_history(tmp_path: Path, images: dict[str, Path], data_dir: Path) -> None:
@@ -999,7 +1001,7 @@ def test_wandb_offline_logs_without_network(
 
 def test_ema_warmup_follows_the_model_early() -> None:
     # With a fixed 0.999 decay the average would still be ~99% the initial weights after 10 updates.
-    avg = loop.ema_avg_fn(0.999)
+    avg = ema_avg_fn(0.999)
     p = torch.zeros(3)
     for n in range(1, 11):
         p = avg(p, torch.ones(3), torch.tensor(n))

@@ -21,7 +21,7 @@ from PIL import Image
 from srkit.cli import main
 from srkit.config import dump_config, load_config
 from srkit.train import loop
-from srkit.train.checkpoint import load_checkpoint
+from srkit.train.state import load_checkpoint
 from testkit import smooth_rgb, tiny_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,6 +8,8 @@ import logging
 import resource
 import shutil
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,40 @@ def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) 
     writer.writeheader()
     writer.writerows(rows)
     io.atomic_write(path, buf.getvalue().encode())
+
+
+@dataclass
+class LogWindow:
+    """Logged values summed since the last history.csv row; each is averaged over the steps that logged it
+    (G's losses skip discriminator warm-up steps). Part of a checkpoint, so rows after a resume are exact."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    n: int = 0  # steps in the window
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, logs: dict[str, float]) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.n += 1
+
+    def row(self, *, images_per_step: int) -> dict[str, float]:
+        """The window's averages plus its speed: sec_per_step and img_per_s."""
+        elapsed = time.perf_counter() - self.started
+        row = {k: v / self.counts[k] for k, v in self.sums.items()}
+        row["sec_per_step"] = elapsed / self.n
+        row["img_per_s"] = self.n * images_per_step / elapsed
+        return row
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts), "n": self.n}
+
+    @classmethod
+    def from_state(cls, saved: dict[str, Any] | None) -> LogWindow:
+        """The window a checkpoint saved (empty for a fresh run or a checkpoint from before windows were saved)."""
+        saved = saved or {}
+        return cls(dict(saved.get("sums", {})), dict(saved.get("counts", {})), int(saved.get("n", 0)))
 
 
 class RunLogger:
@@ -135,6 +171,9 @@ class RunLogger:
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
 
     def _append(self, name: str, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+        unknown = sorted(set(row) - set(fields))
+        if unknown:  # a new logged value needs its column; dropping it silently would lose it
+            raise KeyError(f"{name} has no column for {', '.join(unknown)}; expected keys among {', '.join(fields)}")
         with (self.run_dir / name).open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=list(fields)).writerow({k: row.get(k, "") for k in fields})
 

@@ -1,18 +1,25 @@
-"""Validation during training: per-image PSNR/SSIM/LPIPS on a held set, and a sample grid."""
+"""Validation during training: per-image PSNR/SSIM/LPIPS on a held set, a sample grid, the best scores."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
+from srkit import io
 from srkit.data.datasets import PairSet, as_tensor
 from srkit.data.degradations import imresize
-from srkit.evaluate import ImageScore, score_pair, summarize
+from srkit.evaluate import ImageScore, score_pair, summarize, write_rows_csv
 from srkit.metrics import LPIPS
+from srkit.train.logger import RunLogger
+
+METRIC_BETTER: dict[str, Callable[[float, float], float]] = {"psnr": max, "ssim": max, "lpips": min}
+Best = dict[str, dict[str, float]]  # metric -> {"value": best mean so far, "step": where}
 
 
 @dataclass
@@ -65,3 +72,29 @@ def validate(
     panels = [p[..., :size, :size] for p in panels]
     grid = make_grid(panels, nrow=4, padding=2, pad_value=1.0) if panels else torch.zeros(3, 1, 1)
     return ValResult(rows=rows, summary=summarize(rows)[set_name], grid=grid)
+
+
+def record_validation(step: int, result: ValResult, *, set_name: str, run_dir: Path, logger: RunLogger) -> None:
+    """Write what a validation found: val/stepN.csv and .json, samples/stepN.png, a val_history.csv row."""
+    s = result.summary
+    logger.val_row(step, {k: v for k, v in s.items() if k != "images"})
+    write_rows_csv(run_dir / "val" / f"step{step:07d}.csv", result.rows)
+    logger.write_json(f"val/step{step:07d}.json", {"step": step, "set": set_name, **s})
+    io.write_image(run_dir / "samples" / f"step{step:07d}.png", result.grid)
+    logger.image(step, "val/samples", result.grid)
+    parts = [f"{m} {s[f'{m}_mean']:.4f}" for m in METRIC_BETTER if s.get(f"{m}_mean") is not None]
+    logger.info(f"step {step} val {set_name}: " + ", ".join(parts))
+
+
+def update_best(best: Best, summary: dict[str, float | int | None], step: int) -> list[str]:
+    """Record each metric whose mean beats its best so far (ties keep the earlier step); the ones that did."""
+    gained = []
+    for metric, better in METRIC_BETTER.items():
+        value = summary.get(f"{metric}_mean")
+        if value is None:
+            continue
+        old = best.get(metric)
+        if old is None or better(float(value), old["value"]) != old["value"]:
+            best[metric] = {"value": float(value), "step": step}
+            gained.append(metric)
+    return gained

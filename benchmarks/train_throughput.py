@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from srkit.archs import SRGANDiscriminator, SRResNet
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
+from srkit.data.lowres import LowRes
 from srkit.data.pipeline import resolve_folder
 from srkit.device import pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss
@@ -141,7 +142,7 @@ def main() -> None:
         ):
             t = time.perf_counter()
             pairs = load_pairs(
-                folders, scale=4, min_size=args.gt_size, cache_dir=Path(cache_dir) if cache_dir else None
+                folders, lowres=LowRes(4), min_size=args.gt_size, cache_dir=Path(cache_dir) if cache_dir else None
             )
             dt = time.perf_counter() - t
             print(f"| {label} | {dt:.1f} | {len(pairs.gt) / dt:.0f} |", flush=True)

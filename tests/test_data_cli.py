@@ -70,13 +70,18 @@ def _data_config(tmp_path: Path, *overrides: str) -> DataConfig:
 def test_random_degradation_is_drawn_per_sample(hr: Path, tmp_path: Path) -> None:
     data = _data_config(tmp_path, f"data.train=[{hr}]", f"data.val={hr}", "data.degradation=realistic")
     sources = gather_sources(data, None)
-    train, _val, steps = build_pairs(data, sources, scale=4, seed=0, cache_dir=None)
-    assert steps is not None and len(train.gt) == 10 and [p.name for p, _ in train.skipped] == ["broken.png"]
-    ds = PatchDataset(train, scale=4, gt_size=32, seed=0, degrade_steps=steps)
+    train, _val, lowres = build_pairs(data, sources, scale=4, seed=0, cache_dir=None)
+    assert lowres.per_sample and len(train.gt) == 10 and [p.name for p, _ in train.skipped] == ["broken.png"]
+    assert train.lq == [None] * 10  # no LR is stored: each patch gets its own
+    ds = PatchDataset(train, scale=4, gt_size=32, seed=0, lowres=lowres)
     a, b = ds[3], ds[3]
     assert torch.equal(a[0], b[0])  # a function of (seed, index)
-    clean = PatchDataset(train, scale=4, gt_size=32, seed=0)[3]
+    bicubic = _data_config(tmp_path, f"data.train=[{hr}]", f"data.val={hr}")
+    plain, _val, _ = build_pairs(bicubic, gather_sources(bicubic, None), scale=4, seed=0, cache_dir=None)
+    clean = PatchDataset(plain, scale=4, gt_size=32, seed=0)[3]
     assert torch.equal(a[1], clean[1]) and not torch.equal(a[0], clean[0])  # same HR patch, noisy/JPEG LR
+    with pytest.raises(ValueError, match="lowres"):
+        PatchDataset(train, scale=4, gt_size=32, seed=0)
 
 
 def test_split_validation_and_paired_training(hr: Path, tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ from srkit.cli import main
 from srkit.config import Config, load_config
 from srkit.interpolate import interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
-from srkit.train.state import load_checkpoint
 from srkit.train.loop import fit, lr_plan, make_optimizer
+from srkit.train.state import load_checkpoint
 from testkit import smooth_rgb
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

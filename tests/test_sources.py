@@ -12,6 +12,7 @@ from PIL import Image
 from srkit import io
 from srkit.data.datasets import PatchDataset, load_pairs
 from srkit.data.degradations import bicubic_degrade, modcrop
+from srkit.data.lowres import LowRes
 from srkit.data.prepare import prepare_pairs
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 
@@ -82,7 +83,7 @@ def test_official_partition(tmp_path: Path) -> None:
 def test_prepare_pairs(tmp_path: Path, hr_folder: Path) -> None:
     out = tmp_path / "prepared"
     images = io.list_images([hr_folder])
-    report = prepare_pairs(images, out, scale=4)
+    report = prepare_pairs(images, out)
     assert [p.name for p, _, _ in report.written] == ["a.png", "c.png", "b.png"]
     assert [p.name for p, _ in report.skipped] == ["bad.png"]
     assert sorted(p.name for p in (out / "HQ").iterdir()) == ["00000.png", "00001.png", "00002.png"]
@@ -92,21 +93,18 @@ def test_prepare_pairs(tmp_path: Path, hr_folder: Path) -> None:
     assert torch.allclose(lq.double(), bicubic_degrade(src, 4), atol=1e-6)
     assert "a.png" in (out / "pairs.csv").read_text()
     with pytest.raises(FileExistsError, match="--overwrite"):
-        prepare_pairs(images, out, scale=4)
-    assert prepare_pairs(images, out, scale=4, overwrite=True).written
+        prepare_pairs(images, out)
+    assert prepare_pairs(images, out, overwrite=True).written
     with pytest.raises(ValueError, match="holds input images"):
-        prepare_pairs(images, hr_folder / "sub", scale=4, overwrite=True)
+        prepare_pairs(images, hr_folder / "sub", overwrite=True)
 
 
 def test_prepare_is_reproducible_with_random_degradation(tmp_path: Path, hr_folder: Path) -> None:
-    def noisy(gt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        lq = bicubic_degrade(gt, 4)
-        return (lq + 0.05 * torch.randn(lq.shape, generator=g, dtype=lq.dtype)).clamp(0, 1)
-
+    noisy = LowRes.from_spec(["bicubic", {"noise": {"sigma": [5, 15]}}], scale=4)
     images = io.list_images([hr_folder / "sub"])
-    prepare_pairs(images, tmp_path / "one", degrade=noisy, seed=3)
-    prepare_pairs(images, tmp_path / "two", degrade=noisy, seed=3)
-    prepare_pairs(images, tmp_path / "three", degrade=noisy, seed=4)
+    prepare_pairs(images, tmp_path / "one", lowres=noisy, seed=3)
+    prepare_pairs(images, tmp_path / "two", lowres=noisy, seed=3)
+    prepare_pairs(images, tmp_path / "three", lowres=noisy, seed=4)
     one, two, three = (io.read_rgb(tmp_path / d / "LQ" / "00000.png") for d in ("one", "two", "three"))
     assert torch.equal(one, two) and not torch.equal(one, three)
 
@@ -114,9 +112,9 @@ def test_prepare_is_reproducible_with_random_degradation(tmp_path: Path, hr_fold
 def test_disk_cache_matches_memory_and_skips_decoding(
     tmp_path: Path, hr_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = load_pairs([hr_folder], scale=4, min_size=32)
+    memory = load_pairs([hr_folder], lowres=LowRes(4), min_size=32)
     cache = tmp_path / "cache"
-    cold = load_pairs([hr_folder], scale=4, min_size=32, cache_dir=cache)
+    cold = load_pairs([hr_folder], lowres=LowRes(4), min_size=32, cache_dir=cache)
     assert cold.names == memory.names == ["a.png", "b.png"]
     assert {p.name for p, _ in cold.skipped} == {"bad.png", "c.png"}
     assert len(list(cache.glob("*.npy"))) == 4  # HR + LR of the two usable images
@@ -125,7 +123,7 @@ def test_disk_cache_matches_memory_and_skips_decoding(
         raise AssertionError("a warm cache must not decode images")
 
     monkeypatch.setattr(io, "read_rgb", no_decoding)
-    warm = load_pairs([hr_folder / "a.png", hr_folder / "sub"], scale=4, min_size=32, cache_dir=cache)
+    warm = load_pairs([hr_folder / "a.png", hr_folder / "sub"], lowres=LowRes(4), min_size=32, cache_dir=cache)
     assert isinstance(warm.gt[0], np.memmap)
     for g_mem, g_disk in zip(memory.gt, warm.gt, strict=True):
         assert torch.equal(torch.as_tensor(g_mem), torch.from_numpy(np.array(g_disk)))
@@ -146,7 +144,7 @@ def test_training_images_in_odd_modes_become_rgb_pairs(tmp_path: Path) -> None:
     Image.fromarray(rgb).convert("LA").save(folder / "gray_alpha.png")
     Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(folder / "deep16.png")
     (folder / "truncated.png").write_bytes((folder / "gray.png").read_bytes()[:60])
-    pairs = load_pairs([folder], scale=4, min_size=32)
+    pairs = load_pairs([folder], lowres=LowRes(4), min_size=32)
     assert [p.name for p, _ in pairs.skipped] == ["truncated.png"]
     assert "truncated.png" in str(pairs.skipped[0][0])
     assert len(pairs.gt) == 5

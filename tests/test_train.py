@@ -29,12 +29,13 @@ from srkit.cli import main
 from srkit.config import Config, load_config
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs, sample_seed
 from srkit.data.degradations import bicubic_degrade
+from srkit.data.lowres import LowRes
 from srkit.models import load_model, read_metadata
 from srkit.train import loop
-from srkit.train.state import FORMAT_VERSION, load_checkpoint
-from srkit.train.logger import TRAIN_FIELDS, RunLogger
+from srkit.train.logger import TRAIN_FIELDS
 from srkit.train.loop import fit
 from srkit.train.schedule import ema_avg_fn
+from srkit.train.state import FORMAT_VERSION, load_checkpoint
 from srkit.train.validate import ValResult, update_best
 from testkit import smooth_rgb, tiny_recipe
 
@@ -213,7 +214,7 @@ def test_stage1_exports_load_and_upscale(stage1: tuple[Config, Path]) -> None:
 
 
 def test_skipped_files_and_no_usable_images(tmp_path: Path, images: dict[str, Path]) -> None:
-    pairs = load_pairs([images["train"]], scale=4, min_size=32)
+    pairs = load_pairs([images["train"]], lowres=LowRes(4), min_size=32)
     assert len(pairs.gt) == 6
     assert sorted(p.name for p, _ in pairs.skipped) == ["corrupt.png", "small.png"]
     assert any("smaller than the 32px crop" in reason for _, reason in pairs.skipped)
@@ -975,7 +976,7 @@ def test_patch_dataset_errors() -> None:
 
 def test_load_pairs_makes_modcropped_bicubic_pairs(tmp_path: Path) -> None:
     Image.fromarray(smooth_rgb(46, 50, 3)).save(tmp_path / "odd.png")
-    pairs = load_pairs([tmp_path], scale=4)
+    pairs = load_pairs([tmp_path], lowres=LowRes(4))
     assert pairs.names == ["odd.png"] and not pairs.skipped
     gt, lq = pairs.gt[0], pairs.lq[0]
     assert gt.dtype == lq.dtype == torch.uint8

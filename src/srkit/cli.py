@@ -336,28 +336,14 @@ def _degradation_spec(text: str) -> Any:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """srkit data prepare INPUT... -o OUT: HQ/LQ pair folders (optionally split train/val/test)."""
-    import torch
-
     from srkit import io
-    from srkit.config import DataConfig
-    from srkit.data.degradations import apply_pipeline, resolve_pipeline
-    from srkit.data.pipeline import preprocess_for
+    from srkit.data.lowres import LowRes, hr_preprocess
     from srkit.data.prepare import prepare_pairs
     from srkit.data.sources import group_key, split
 
-    steps = resolve_pipeline(_degradation_spec(args.degradation))
-    data_cfg = DataConfig(
-        hr_size=tuple(args.hr_size) if args.hr_size else None,
-        face_crop=args.face_crop,
-        face_margin=args.face_margin,
-        rot90=not args.face_crop,
-    )
-    preprocess = preprocess_for(data_cfg)
-    scale = args.scale
-
-    def degrade(gt: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return apply_pipeline(gt, steps, scale=scale, generator=generator)
-
+    lowres = LowRes.from_spec(_degradation_spec(args.degradation), scale=args.scale)
+    hr_size = tuple(args.hr_size) if args.hr_size else None
+    preprocess = hr_preprocess(face_crop=args.face_crop, face_margin=args.face_margin, hr_size=hr_size)
     images = io.list_images(args.inputs)
     if not images:
         raise ValueError(f"nothing to prepare: no image files in {', '.join(args.inputs)}")
@@ -380,8 +366,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             report = prepare_pairs(
                 files,
                 out / part if part else out,
-                scale=scale,
-                degrade=degrade,
+                lowres=lowres,
                 preprocess=preprocess,
                 seed=args.seed,
                 overwrite=args.overwrite,

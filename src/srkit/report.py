@@ -78,8 +78,7 @@ class Report:
 
 def face_test_split(lfw_dir: Path, out_dir: Path) -> Path:
     """The LFW test split as HR files (face crop, 128 px), written once to out_dir/HQ; returns that folder."""
-    from srkit.config import DataConfig
-    from srkit.data.pipeline import preprocess_for
+    from srkit.data.lowres import hr_preprocess
     from srkit.data.prepare import prepare_pairs
     from srkit.data.sources import group_key, split
 
@@ -88,8 +87,8 @@ def face_test_split(lfw_dir: Path, out_dir: Path) -> Path:
     hq = out_dir / "HQ"
     if hq.is_dir() and len(io.list_images([hq])) == len(test):
         return hq  # made before from the same split (the split is a pure function of the file names)
-    preprocess = preprocess_for(DataConfig(face_crop=True, hr_size=(128, 128), rot90=False))
-    report = prepare_pairs(test, out_dir, scale=4, preprocess=preprocess, overwrite=True)
+    preprocess = hr_preprocess(face_crop=True, hr_size=(128, 128))
+    report = prepare_pairs(test, out_dir, preprocess=preprocess, overwrite=True)
     if not report.written:
         raise ValueError(f"no face test images could be prepared from {lfw_dir}: {report.skipped[:3]}")
     return hq

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io as stdio
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,20 +17,22 @@ import torch
 from torch.utils.data import Dataset
 
 from srkit import io
-from srkit.data.degradations import DegradationStep, apply_pipeline, bicubic_degrade, modcrop
+from srkit.data.degradations import modcrop
+from srkit.data.lowres import LowRes, Preprocess
 from srkit.metrics import quantize
 
 Image = torch.Tensor | np.ndarray  # (3, H, W) uint8: in memory, or a read-only memory map of an on-disk cache
-Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class PairSet:
-    """HR images and their LR, as uint8 (3, H, W) arrays, plus the files that were skipped and why."""
+    """HR images and their LR, as uint8 (3, H, W) arrays, plus the files that were skipped and why.
+
+    An LR of None is made per training patch (a LowRes whose levels are drawn per sample).
+    """
 
     gt: list[Image] = field(default_factory=list)
-    lq: list[Image] = field(default_factory=list)
+    lq: list[Image | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -56,30 +57,28 @@ def _save_npy(path: Path, arr: torch.Tensor) -> None:
 def load_pairs(
     folders: list[Path],
     *,
-    scale: int,
+    lowres: LowRes,
     min_size: int = 0,
-    degrade: Degrade | None = None,
     preprocess: Preprocess | None = None,
     recipe: str = "bicubic",
     seed: int = 0,
     cache_dir: Path | None = None,
 ) -> PairSet:
-    """Decode every HR image once and make its LR; skip unreadable or too-small files with the reason.
+    """Decode every HR image once and make its LR with `lowres`; skip unreadable or too-small files with why.
 
-    Default LR: MATLAB bicubic / scale, 8-bit. `degrade(gt, generator)` replaces it (the generator is
-    seeded per image, so random degradations are fixed per image and reproducible); `preprocess` runs
-    on the HR first (face crop, resize to a fixed size). With `cache_dir`, decoded pairs are stored as
-    .npy files and memory-mapped: a second run skips decoding, and sets larger than memory stay on disk
-    (`recipe` names the degradation so a different one gets different cache files).
+    A fixed degradation runs here, on the whole image, seeded per image (so it is reproducible); one that
+    draws levels per sample (`lowres.per_sample`) is left to PatchDataset, and its LR here is None.
+    `preprocess` runs on the HR first (face crop, resize to a fixed size). With `cache_dir`, decoded pairs
+    are stored as .npy files and memory-mapped: a second run skips decoding, and sets larger than memory
+    stay on disk (`recipe` names the LR recipe so a different one gets different cache files).
     """
     pairs = PairSet()
+    scale = lowres.scale
     for index, path in enumerate(io.list_images(folders)):
         try:
             cached = _cache_paths(cache_dir, path, scale, recipe) if cache_dir is not None else None
-            if cached is not None and cached[0].exists() and cached[1].exists():
-                gt_arr: Image = np.load(cached[0], mmap_mode="r")
-                lq_arr: Image = np.load(cached[1], mmap_mode="r")
-            else:
+            gt_arr, lq_arr = _load_cached(cached, with_lq=not lowres.per_sample)
+            if gt_arr is None:
                 rgb = quantize(io.read_rgb(path).to(torch.float64))
                 if preprocess is not None:
                     rgb = quantize(preprocess(rgb).clamp(0, 1))
@@ -87,19 +86,15 @@ def load_pairs(
                 if min(h, w) < max(min_size, scale):
                     raise ValueError(f"{w}x{h} is smaller than the {min_size}px crop")
                 gt = modcrop(rgb, scale)
-                if degrade is None:
-                    lq = bicubic_degrade(gt, scale)
-                else:
-                    lq = degrade(gt, torch.Generator().manual_seed(sample_seed(seed, index)))
-                gt_arr, lq_arr = _to_uint8(gt), _to_uint8(lq)
+                gt_arr = _to_uint8(gt)
+                if not lowres.per_sample:
+                    lq_arr = _to_uint8(lowres.make(gt, torch.Generator().manual_seed(sample_seed(seed, index))))
                 if cached is not None:
-                    _save_npy(cached[0], gt_arr)
-                    _save_npy(cached[1], lq_arr)
-                    gt_arr, lq_arr = np.load(cached[0], mmap_mode="r"), np.load(cached[1], mmap_mode="r")
+                    gt_arr, lq_arr = _store_cached(cached, gt_arr, lq_arr)
             h, w = gt_arr.shape[-2:]
             if min(h, w) < max(min_size, scale):
                 raise ValueError(f"{w}x{h} is smaller than the {min_size}px crop")
-            if tuple(lq_arr.shape[-2:]) != (h // scale, w // scale):
+            if lq_arr is not None and tuple(lq_arr.shape[-2:]) != (h // scale, w // scale):
                 raise ValueError(f"LR {tuple(lq_arr.shape[-2:])} is not HR {(h, w)} / {scale}")
         except (OSError, ValueError) as err:
             pairs.skipped.append((path, str(err)))
@@ -108,6 +103,22 @@ def load_pairs(
         pairs.lq.append(lq_arr)
         pairs.names.append(path.name)
     return pairs
+
+
+def _load_cached(cached: tuple[Path, Path] | None, *, with_lq: bool) -> tuple[Image | None, Image | None]:
+    """(gt, lq) memory maps from a complete cache entry, else (None, None)."""
+    if cached is None or not cached[0].exists() or (with_lq and not cached[1].exists()):
+        return None, None
+    lq = np.load(cached[1], mmap_mode="r") if with_lq else None
+    return np.load(cached[0], mmap_mode="r"), lq
+
+
+def _store_cached(cached: tuple[Path, Path], gt: torch.Tensor, lq: Image | None) -> tuple[Image, Image | None]:
+    """Write a cache entry (the LR only when there is one) and hand back its memory maps."""
+    _save_npy(cached[0], gt)
+    if isinstance(lq, torch.Tensor):
+        _save_npy(cached[1], lq)
+    return np.load(cached[0], mmap_mode="r"), (np.load(cached[1], mmap_mode="r") if lq is not None else None)
 
 
 def load_paired(pairs: list[tuple[Path, Path]], *, scale: int, min_size: int = 0) -> PairSet:
@@ -163,7 +174,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         seed: int,
         flip: bool = True,
         rot90: bool = True,
-        degrade_steps: Sequence[DegradationStep] | None = None,
+        lowres: LowRes | None = None,
     ) -> None:
         if not pairs.gt:
             raise ValueError("no usable training images (every file was unreadable or too small)")
@@ -171,8 +182,10 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ValueError(f"gt_size {gt_size} must be a multiple of the scale {scale}")
         self.pairs, self.scale, self.gt_size, self.seed = pairs, scale, gt_size, seed
         self.flip, self.rot90 = flip, rot90
-        # Random degradations (noise, JPEG, ranges) run per sample on the HR patch: fresh levels every time.
-        self.degrade_steps = list(degrade_steps) if degrade_steps else None
+        # Images whose LR is None get it here, per patch, from `lowres` (random levels: fresh every time).
+        self.lowres = lowres
+        if lowres is None and any(lq is None for lq in pairs.lq):
+            raise ValueError("pairs without an LR need the LowRes that makes it per patch (lowres=...)")
 
     def __len__(self) -> int:
         return 1 << 62  # indices are drawn, not enumerated: the sampler says which ones a run uses
@@ -181,24 +194,25 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         g = torch.Generator().manual_seed(sample_seed(self.seed, index))
         i = int(torch.randint(len(self.pairs.gt), (1,), generator=g))
         gt_full, lq_full = self.pairs.gt[i], self.pairs.lq[i]
-        lq_size = self.gt_size // self.scale
-        h, w = lq_full.shape[-2:]
+        s, lq_size = self.scale, self.gt_size // self.scale
+        h, w = gt_full.shape[-2] // s, gt_full.shape[-1] // s  # the LR's size
         top = int(torch.randint(h - lq_size + 1, (1,), generator=g))
         left = int(torch.randint(w - lq_size + 1, (1,), generator=g))
-        s = self.scale
-        lq = _crop(lq_full, top, left, lq_size)
         gt = _crop(gt_full, top * s, left * s, lq_size * s)
+        lq = _crop(lq_full, top, left, lq_size) if lq_full is not None else None
         flips = torch.randint(2, (3,), generator=g).tolist()
         if self.flip and flips[0]:
-            lq, gt = lq.flip(-1), gt.flip(-1)
+            gt = gt.flip(-1)
+            lq = lq.flip(-1) if lq is not None else None
         if self.flip and flips[1]:
-            lq, gt = lq.flip(-2), gt.flip(-2)
+            gt = gt.flip(-2)
+            lq = lq.flip(-2) if lq is not None else None
         if self.rot90 and flips[2]:
-            lq, gt = lq.transpose(-1, -2), gt.transpose(-1, -2)
-        if self.degrade_steps is not None:
-            hr = gt.to(torch.float64).div(255)
-            lq_f = apply_pipeline(hr, self.degrade_steps, scale=self.scale, generator=g)
-            return lq_f.float(), gt.float().div(255)
+            gt = gt.transpose(-1, -2)
+            lq = lq.transpose(-1, -2) if lq is not None else None
+        if lq is None:
+            assert self.lowres is not None  # checked in __init__
+            return self.lowres.make(gt.to(torch.float64).div(255), g).float(), gt.float().div(255)
         return lq.float().div(255), gt.float().div(255)
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from srkit import io
 from srkit.config import DataConfig
-from srkit.data.datasets import Degrade, PairSet, Preprocess, load_paired, load_pairs
-from srkit.data.degradations import DegradationStep, apply_pipeline, resize_to, resolve_pipeline
+from srkit.data.datasets import PairSet, load_paired, load_pairs
+from srkit.data.lowres import LowRes, hr_preprocess
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 from srkit.paths import MissingDataError, data_root
 
@@ -26,28 +23,6 @@ def resolve_folder(name: str, data_dir: str | Path | None) -> Path:
     if not candidate.exists():
         raise MissingDataError(f"data path {name!r} not found: expected {path} or {candidate}")
     return candidate
-
-
-def is_random(steps: Sequence[DegradationStep]) -> bool:
-    """Whether a pipeline draws anything (noise, or a [lo, hi] range) and so differs per sample."""
-    return any(s.name == "noise" or any(isinstance(v, tuple) for v in s.params.values()) for s in steps)
-
-
-def preprocess_for(cfg: DataConfig) -> Preprocess | None:
-    """HR preprocessing the config asks for: a face crop, then a resize to a fixed size."""
-    if not cfg.face_crop and cfg.hr_size is None:
-        return None
-
-    def run(img: torch.Tensor) -> torch.Tensor:
-        if cfg.face_crop:
-            from srkit.data.faces import face_crop
-
-            img = face_crop(img, margin=cfg.face_margin).image
-        if cfg.hr_size is not None:
-            img = resize_to(img, size=cfg.hr_size)
-        return img
-
-    return run
 
 
 @dataclass
@@ -90,26 +65,18 @@ def gather_sources(cfg: DataConfig, data_dir: str | Path | None) -> Sources:
 
 def build_pairs(
     cfg: DataConfig, sources: Sources, *, scale: int, seed: int, cache_dir: Path | None
-) -> tuple[PairSet, PairSet, list[DegradationStep] | None]:
-    """Training pairs, validation pairs and the per-sample degradation steps (None: LR made at load)."""
-    preprocess = preprocess_for(cfg)
-    steps = resolve_pipeline(cfg.degradation)
-    random_steps = steps if is_random(steps) else None
-    degrade: Degrade | None = None
-    if cfg.degradation != "bicubic" and random_steps is None:
-
-        def degrade(gt: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return apply_pipeline(gt, steps, scale=scale, generator=generator)
-
+) -> tuple[PairSet, PairSet, LowRes]:
+    """Training pairs, validation pairs (bicubic LR: the evaluation protocol) and the training LowRes."""
+    preprocess = hr_preprocess(face_crop=cfg.face_crop, face_margin=cfg.face_margin, hr_size=cfg.hr_size)
+    lowres = LowRes.from_spec(cfg.degradation, scale=scale)
     recipe = json.dumps(
         {"degradation": cfg.degradation, "hr_size": cfg.hr_size, "face_crop": cfg.face_crop, "m": cfg.face_margin},
         sort_keys=True,
     )
     train = load_pairs(
         sources.train_files,
-        scale=scale,
+        lowres=lowres,
         min_size=cfg.gt_size,
-        degrade=degrade,
         preprocess=preprocess,
         recipe=recipe,
         seed=seed,
@@ -122,5 +89,5 @@ def build_pairs(
         train.names += paired.names
         train.skipped += paired.skipped
     # Validation always uses the standard bicubic LR (the evaluation protocol), after the same preprocessing.
-    val = load_pairs(sources.val_files, scale=scale, preprocess=preprocess)
-    return train, val, random_steps
+    val = load_pairs(sources.val_files, lowres=LowRes(scale), preprocess=preprocess)
+    return train, val, lowres

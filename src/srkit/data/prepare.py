@@ -12,11 +12,9 @@ import torch
 
 from srkit import io
 from srkit.data.datasets import sample_seed
-from srkit.data.degradations import bicubic_degrade, modcrop
+from srkit.data.degradations import modcrop
+from srkit.data.lowres import LowRes, Preprocess
 from srkit.metrics import quantize
-
-Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -27,23 +25,17 @@ class PrepareReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def bicubic(scale: int) -> Degrade:
-    """The standard degradation as a `Degrade`: MATLAB bicubic / scale, 8-bit levels."""
-    return lambda gt, _generator: bicubic_degrade(gt, scale)
-
-
 def prepare_pairs(
     images: Sequence[Path],
     out_dir: str | Path,
     *,
-    scale: int = 4,
-    degrade: Degrade | None = None,
+    lowres: LowRes | None = None,
     preprocess: Preprocess | None = None,
     seed: int = 0,
     overwrite: bool = False,
     on_file: Callable[[Path], None] | None = None,
 ) -> PrepareReport:
-    """Write HQ (modcropped HR) and LQ (degraded) PNG pairs numbered in input order; skip bad inputs.
+    """Write HQ (modcropped HR) and LQ (lowres: bicubic x4 by default) PNG pairs in input order; skip bad inputs.
 
     Each pair's random degradation parameters come from a generator seeded by (seed, index), so a
     re-run reproduces the same files. `preprocess` runs on the HR first (e.g. a face crop or a resize
@@ -56,7 +48,8 @@ def prepare_pairs(
         raise ValueError(f"output folder {out} holds input images; choose another folder")
     if not overwrite and any(d.is_dir() and any(d.iterdir()) for d in (hq_dir, lq_dir)):
         raise FileExistsError(f"{out} already holds HQ/ or LQ/ files; pass --overwrite to replace them")
-    degrade = degrade or bicubic(scale)
+    lowres = lowres or LowRes(4)
+    scale = lowres.scale
     report = PrepareReport()
     index = 0
     for src in images:
@@ -65,7 +58,7 @@ def prepare_pairs(
             if preprocess is not None:
                 gt = quantize(preprocess(gt).clamp(0, 1))
             gt = modcrop(gt, scale)
-            lq = degrade(gt, torch.Generator().manual_seed(sample_seed(seed, index)))
+            lq = lowres.make(gt, torch.Generator().manual_seed(sample_seed(seed, index)))
             expected = (gt.shape[-2] // scale, gt.shape[-1] // scale)
             if tuple(lq.shape[-2:]) != expected:
                 raise ValueError(f"degradation gave {tuple(lq.shape[-2:])}, expected {expected} (HR / {scale})")

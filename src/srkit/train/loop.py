@@ -244,9 +244,7 @@ def _load_data(config: Config, *, is_main: bool) -> _Data:
     if d.cache == "disk":
         cache_dir = Path(d.cache_dir) if d.cache_dir else Path(config.out_dir) / ".cache"
     scale = config.model.scale
-    pairs, val_pairs, per_sample_steps = build_pairs(
-        d, sources, scale=scale, seed=config.train.seed, cache_dir=cache_dir
-    )
+    pairs, val_pairs, lowres = build_pairs(d, sources, scale=scale, seed=config.train.seed, cache_dir=cache_dir)
     dataset = PatchDataset(
         pairs,
         scale=scale,
@@ -254,7 +252,7 @@ def _load_data(config: Config, *, is_main: bool) -> _Data:
         seed=config.train.seed,
         flip=d.flip,
         rot90=d.rot90,
-        degrade_steps=per_sample_steps,
+        lowres=lowres,
     )
     if not is_main:
         val_pairs = PairSet()

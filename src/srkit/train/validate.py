@@ -54,6 +54,8 @@ def validate(
     panels: list[torch.Tensor] = []
     try:
         for i, (gt_img, lq_img) in enumerate(zip(pairs.gt, pairs.lq, strict=True)):
+            if lq_img is None:
+                raise ValueError(f"validation image {pairs.names[i]} has no LR (validation LR is always bicubic)")
             gt_u8, lq_u8 = as_tensor(gt_img), as_tensor(lq_img)
             gt = gt_u8.to(torch.float64) / 255
             lq = lq_u8.float().div(255)[None].to(device)

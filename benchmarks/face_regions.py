@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.degradations import bicubic_degrade
 from srkit.data.faces import face_crop
 from srkit.data.sources import group_key, split
@@ -35,15 +35,15 @@ SPOTS = ((16, 16), (16, 176), (176, 96))  # (top, left) of the pasted faces in a
 
 def scenes(n: int, data_dir: Path) -> list[tuple[str, torch.Tensor, list[tuple[int, int]]]]:
     """n HR scenes (320x320 crops of BSD100) with LFW test faces pasted at SPOTS."""
-    lfw = io.list_images([data_dir / "faces" / "LFW"])
+    lfw = fs.list_images([data_dir / "faces" / "LFW"])
     test = split(lfw, (0.8, 0.15, 0.05), seed=0, key=group_key("lfw"))["test"]
-    photos = io.list_images([data_dir / "benchmarks" / "BSD100"])
+    photos = fs.list_images([data_dir / "benchmarks" / "BSD100"])
     out = []
     faces = iter(test)
     for k in range(n):
-        scene = io.read_rgb(photos[k])[:, :320, :320].clone()
+        scene = image_io.read_rgb(photos[k])[:, :320, :320].clone()
         for top, left in SPOTS:
-            crop = face_crop(io.read_rgb(next(faces)), size=FACE).image
+            crop = face_crop(image_io.read_rgb(next(faces)), size=FACE).image
             scene[:, top : top + FACE, left : left + FACE] = quantize(crop)
         out.append((photos[k].stem, scene, list(SPOTS)))
     return out
@@ -72,7 +72,7 @@ def main() -> None:
     example: list[torch.Tensor] = []
     for name, hr, spots in scenes(args.scenes, root):
         lq = bicubic_degrade(hr.to(torch.float64), 4).float().clamp(0, 1)
-        image = io.LoadedImage(lq, None, 8, False, None)
+        image = image_io.LoadedImage(lq, None, 8, False, None)
         plain = upscale_image(natural, image, device=device, options=options).rgb
         blended = upscale_with_faces(natural, face, image, device=device, options=options)
         found += len(blended.regions)
@@ -118,7 +118,7 @@ def main() -> None:
         ]
         title = "face-aware upscaling (--faces): one pasted LFW test face"
         png = compare_figure(lq=example[0], panels=panels, title=title, scale=4)
-        io.atomic_write(args.figure, png)
+        fs.atomic_write(args.figure, png)
         print(f"wrote {args.figure}")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from srkit import io
+from srkit import image_io
 from srkit.data.augment import (
     AffineParams,
     affine_matrix,
@@ -134,9 +134,9 @@ def _make_folder(root: Path) -> Path:
     src = root / "src"
     src.mkdir()
     g = _gen(0)
-    io.write_image(src / "a.png", torch.rand(3, 20, 24, generator=g))
-    io.write_image(src / "b.jpg", torch.rand(3, 16, 16, generator=g))
-    io.write_image(src / "c.png", torch.rand(3, 12, 18, generator=g), alpha=torch.rand(1, 12, 18, generator=g))
+    image_io.write_image(src / "a.png", torch.rand(3, 20, 24, generator=g))
+    image_io.write_image(src / "b.jpg", torch.rand(3, 16, 16, generator=g))
+    image_io.write_image(src / "c.png", torch.rand(3, 12, 18, generator=g), alpha=torch.rand(1, 12, 18, generator=g))
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     return src
 
@@ -152,15 +152,15 @@ def test_augment_folder_writes_variants_and_reports_bad_files(tmp_path: Path) ->
     assert [p.name for p, _ in report.failed] == ["broken.png"]
     assert "broken.png" in report.failed[0][1]
     assert sorted(p.name for p in src.iterdir()) == ["a.png", "b.jpg", "broken.png", "c.png"]  # src untouched
-    a0 = io.read_image(dst / "a_aug0.png")
+    a0 = image_io.read_image(dst / "a_aug0.png")
     assert a0.size == (24, 20)
-    assert io.read_image(dst / "c_aug1.png").alpha is not None  # alpha kept (and warped alike)
+    assert image_io.read_image(dst / "c_aug1.png").alpha is not None  # alpha kept (and warped alike)
     # Deterministic per (seed, file name): a second run elsewhere writes the same pixels.
     again = augment_folder(src, tmp_path / "again", variants=3, seed=1, rotation=20, shift=0.1, shear=5, zoom=0.1)
     assert len(again.written) == 9
-    assert torch.equal(io.read_rgb(tmp_path / "again" / "a_aug2.png"), io.read_rgb(dst / "a_aug2.png"))
+    assert torch.equal(image_io.read_rgb(tmp_path / "again" / "a_aug2.png"), image_io.read_rgb(dst / "a_aug2.png"))
     augment_folder(src, tmp_path / "other", variants=1, seed=2, rotation=20, shift=0.1)
-    assert not torch.equal(io.read_rgb(tmp_path / "other" / "a_aug0.png"), a0.rgb)
+    assert not torch.equal(image_io.read_rgb(tmp_path / "other" / "a_aug0.png"), a0.rgb)
 
 
 def test_augment_folder_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -187,6 +187,6 @@ def test_augment_folder_never_writes_into_src(tmp_path: Path) -> None:
         augment_folder(src, tmp_path / "x", variants=0, seed=0)
     with pytest.raises(ValueError, match="is not a folder"):
         augment_folder(tmp_path / "missing", tmp_path / "x", variants=1, seed=0)
-    io.write_image(src / "a.jpg", torch.rand(3, 8, 8))
+    image_io.write_image(src / "a.jpg", torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match=r"a\.jpg and a\.png would both write a_aug0\.png|a\.png and a\.jpg"):
         augment_folder(src, tmp_path / "x", variants=1, seed=0)

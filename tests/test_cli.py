@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from srkit import io
+from srkit import image_io
 from srkit.archs import SRResNet
 from srkit.cli import main
 from srkit.metrics import PROTOCOL
@@ -149,7 +149,7 @@ def mixed_folder(tmp_path: Path) -> Path:
     # 16-bit values off the 8-bit grid (x * 257 is where 8-bit values land), so precision loss would show.
     deep = np.minimum(_smooth(12, 12, seed=6).astype(np.uint32) * 257 + 100, 65535).astype(np.uint16)
     assert cv2.imwrite(str(folder / "deep.png"), np.ascontiguousarray(deep[:, :, ::-1]))
-    assert io.read_image(folder / "deep.png").bit_depth == 16
+    assert image_io.read_image(folder / "deep.png").bit_depth == 16
     _write_png(folder / "sub" / "nested.png", _smooth(16, 16, seed=7))
     (folder / "bad.png").write_bytes(b"not an image")
     return folder
@@ -190,7 +190,7 @@ def test_upscale_mixed_folder(mixed_folder: Path, tmp_path: Path, capsys: pytest
     with Image.open(out / "gray.png") as im:
         assert im.mode == "L"
 
-    deep = io.read_image(out / "deep.png")
+    deep = image_io.read_image(out / "deep.png")
     assert deep.bit_depth == 16 and deep.rgb.shape == (3, 48, 48)
     raw = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
     assert raw is not None and raw.dtype == np.uint16
@@ -246,11 +246,11 @@ def test_upscale_with_saved_model(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["upscale", str(src), "-o", str(out), "--model", str(weights), "--device", "cpu", "--precision", "fp32"]
     assert main(argv) == 0
-    result = io.read_image(out / "x.png")
+    result = image_io.read_image(out / "x.png")
     assert result.rgb.shape == (3, 48, 64)
     with torch.no_grad():
-        expected = model(io.read_rgb(src)[None])[0]
-    np.testing.assert_array_equal(io.to_uint8(result.rgb), io.to_uint8(expected))
+        expected = model(image_io.read_rgb(src)[None])[0]
+    np.testing.assert_array_equal(image_io.to_uint8(result.rgb), image_io.to_uint8(expected))
 
 
 def test_upscale_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from srkit import io
+from srkit import image_io
 from srkit.cli import main
 from srkit.config import DataConfig, load_config
 from srkit.data.datasets import PatchDataset
@@ -47,8 +47,8 @@ def test_data_prepare_split_and_report(hr: Path, tmp_path: Path, capsys: pytest.
     assert "broken.png" in capsys.readouterr().err
     counts = {part: len(list((out / part / "HQ").glob("*.png"))) for part in ("train", "val", "test")}
     assert sum(counts.values()) == 10 and counts["val"] == 1 and counts["test"] == 1
-    hq = io.read_rgb(out / "train" / "HQ" / "00000.png")
-    lq = io.read_rgb(out / "train" / "LQ" / "00000.png")
+    hq = image_io.read_rgb(out / "train" / "HQ" / "00000.png")
+    lq = image_io.read_rgb(out / "train" / "LQ" / "00000.png")
     assert lq.shape[-2:] == (hq.shape[-2] // 4, hq.shape[-1] // 4)
     assert main(args) == 2  # existing output without --overwrite: a clean error
     assert "--overwrite" in capsys.readouterr().err
@@ -96,7 +96,7 @@ def test_split_validation_and_paired_training(hr: Path, tmp_path: Path) -> None:
     train, _, _ = build_pairs(paired, src, scale=4, seed=0, cache_dir=None)
     assert len(src.train_pairs) == 10 and len(train.gt) == 10
     assert torch.equal(
-        torch.as_tensor(train.lq[0]), (io.read_rgb(tmp_path / "pairs/LQ/00000.png") * 255).round().byte()
+        torch.as_tensor(train.lq[0]), (image_io.read_rgb(tmp_path / "pairs/LQ/00000.png") * 255).round().byte()
     )
 
 

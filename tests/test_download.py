@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from srkit import io as srkit_io
+from srkit import fs
 from srkit.data import download
 from srkit.data.catalog import CATALOG, Dataset, DatasetFile, Entry, Group, resolve
 from srkit.data.download import (
@@ -273,7 +273,7 @@ def test_download_extracts_and_writes_manifest(
     assert folder == tmp_path / "data" / "Tiny"
     assert sorted(p for p, _ in state.requests) == ["/Tiny_HR.zip", "/list.txt", "/pack.tar.gz"]
     assert (folder / "Tiny_HR" / "a.png").read_bytes() == PNG_A
-    assert [p.name for p in srkit_io.list_images([folder / "Tiny_HR"])] == ["a.png", "b.png"]
+    assert [p.name for p in fs.list_images([folder / "Tiny_HR"])] == ["a.png", "b.png"]
     # member_prefix keeps only pack/Tiny/HR/, without the prefix, in extract_to.
     assert sorted(p.name for p in (folder / "HR_from_tar").iterdir()) == ["c.png", "pad.bin"]
     assert (folder / "HR_from_tar" / "c.png").read_bytes() == PNG_C

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from srkit import io
+from srkit import fs
 from srkit.archs import (
     DISCRIMINATORS,
     GENERATORS,
@@ -455,7 +455,7 @@ def test_srgan_lsgan_epoch_arithmetic(data_dir: Path) -> None:
     # The recipe's comment: 340 usable training images (>= the 96 px crop) / batch 4 = 85 steps per epoch.
     config = load_config(CONFIGS / "srgan_lsgan_x4.yaml")
     usable = 0
-    for path in io.list_images([data_dir / folder for folder in config.data.train]):
+    for path in fs.list_images([data_dir / folder for folder in config.data.train]):
         with Image.open(path) as im:  # the header only: no decoding
             usable += min(im.size) >= config.data.gt_size
     assert usable == 340

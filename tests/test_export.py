@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from srkit import io
+from srkit import image_io
 from srkit.cli import main
 from srkit.export import (
     OnnxGenerator,
@@ -198,9 +198,9 @@ def test_cli_export_and_upscale_with_onnxruntime(
     assert len(cached) == 1
     mtime = os.path.getmtime(cached[0])
     assert main([*argv, "--overwrite"]) == 0 and os.path.getmtime(cached[0]) == mtime  # reused, not re-exported
-    ref = io.to_uint8(io.read_rgb(tmp_path / "torch" / "x.png")).astype(int)
+    ref = image_io.to_uint8(image_io.read_rgb(tmp_path / "torch" / "x.png")).astype(int)
     for folder in ("ort", "ort2"):
-        got = io.to_uint8(io.read_rgb(tmp_path / folder / "x.png")).astype(int)
+        got = image_io.to_uint8(image_io.read_rgb(tmp_path / folder / "x.png")).astype(int)
         assert got.shape == (120, 88, 3) and np.abs(got - ref).max() <= 1, folder
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from srkit import io
+from srkit import image_io
 from srkit.cli import main
 from srkit.data.degradations import bicubic_degrade
 from srkit.face_upscale import feather_mask, upscale_with_faces
@@ -30,8 +30,8 @@ def _astronaut_lr() -> torch.Tensor:
     return bicubic_degrade(hr, 4).float().clamp(0, 1)
 
 
-def _loaded(rgb: torch.Tensor) -> io.LoadedImage:
-    return io.LoadedImage(rgb, None, 8, False, None)
+def _loaded(rgb: torch.Tensor) -> image_io.LoadedImage:
+    return image_io.LoadedImage(rgb, None, 8, False, None)
 
 
 def test_feather_mask_is_one_inside_and_zero_at_the_edges() -> None:
@@ -77,12 +77,12 @@ def test_faces_out_of_range_fall_back_to_the_natural_model() -> None:
 def test_lfw_faces_pasted_into_a_scene_are_each_upscaled(data_dir: Path) -> None:
     from srkit.data.faces import face_crop
 
-    scene = io.read_rgb(data_dir / "benchmarks" / "BSD100" / "img_001.png")  # a 480x320 or 320x480 photo
+    scene = image_io.read_rgb(data_dir / "benchmarks" / "BSD100" / "img_001.png")  # a 480x320 or 320x480 photo
     scene = scene[:, :320, :320].clone()
     faces = sorted((data_dir / "faces" / "LFW").glob("*.jpg"))[:2]
     spots = [(24, 32), (168, 176)]
     for path, (top, left) in zip(faces, spots, strict=True):
-        crop = face_crop(io.read_rgb(path), size=128).image
+        crop = face_crop(image_io.read_rgb(path), size=128).image
         scene[:, top : top + 128, left : left + 128] = crop
     lq = bicubic_degrade(scene.to(torch.float64), 4).float().clamp(0, 1)
     result = upscale_with_faces(
@@ -97,7 +97,7 @@ def test_lfw_faces_pasted_into_a_scene_are_each_upscaled(data_dir: Path) -> None
 
 def test_cli_faces_keeps_alpha_and_16_bit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lq = _astronaut_lr()
-    rgba = np.concatenate([io.to_uint8(lq), np.full((128, 128, 1), 200, np.uint8)], axis=2)
+    rgba = np.concatenate([image_io.to_uint8(lq), np.full((128, 128, 1), 200, np.uint8)], axis=2)
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "astro.png")
     weights = save_weights(
         random_srresnet(seed=5, width=8, num_blocks=1),
@@ -118,4 +118,4 @@ def test_cli_faces_keeps_alpha_and_16_bit(tmp_path: Path, capsys: pytest.Capture
     cv2.imwrite(str(tmp_path / "astro16.png"), np.ascontiguousarray(deep))
     argv16 = ["upscale", str(tmp_path / "astro16.png"), "-o", str(tmp_path / "out"), "--model", "bicubic"]
     assert main([*argv16, "--face-model", str(weights), "--tile", "48", "--tile-overlap", "16"]) == 0
-    assert io.read_image(tmp_path / "out" / "astro16.png").bit_depth == 16
+    assert image_io.read_image(tmp_path / "out" / "astro16.png").bit_depth == 16

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from srkit import io
+from srkit import image_io
 from srkit.data import faces
 from srkit.data.faces import (
     Box,
@@ -223,8 +223,8 @@ def test_haar_finds_faces_on_lfw(data_dir: Path) -> None:
     picked = files[:: len(files) // 20][:20]  # spread over the alphabet, not 20 photos of one person
     found = 0
     for path in picked:
-        result = face_crop(io.read_rgb(path), detector=detect)
-        h, w = io.read_rgb(path).shape[-2:]
+        result = face_crop(image_io.read_rgb(path), detector=detect)
+        h, w = image_io.read_rgb(path).shape[-2:]
         assert _inside(result.window, h, w)
         if result.found:
             found += 1

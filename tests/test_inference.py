@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from srkit import io
+from srkit import image_io
 from srkit.cli import main
 from srkit.inference import (
     OVERLAP,
@@ -237,11 +237,11 @@ def test_batched_small_images_match_one_by_one(small_folder: Path, tmp_path: Pat
     many = upscale_files(model, [small_folder], tmp_path / "many", device=CPU, batch_size=3)
     assert not one.failed and not many.failed and len(many.written) == 4
     for name, data in _files(tmp_path / "one").items():
-        a = io.read_image(tmp_path / "one" / name)
-        b = io.read_image(tmp_path / "many" / name)
+        a = image_io.read_image(tmp_path / "one" / name)
+        b = image_io.read_image(tmp_path / "many" / name)
         assert (a.bit_depth, a.grayscale, a.alpha is None) == (b.bit_depth, b.grayscale, b.alpha is None), name
         # Batched convolutions may round differently in the last float bit; never by a visible level.
-        assert np.abs(io.to_uint8(a.rgb).astype(int) - io.to_uint8(b.rgb).astype(int)).max() <= 1, name
+        assert np.abs(image_io.to_uint8(a.rgb).astype(int) - image_io.to_uint8(b.rgb).astype(int)).max() <= 1, name
         assert len(data) > 0
     with Image.open(tmp_path / "many" / "b.png") as im:
         assert im.mode == "RGBA" and im.size == (64, 48)
@@ -280,9 +280,9 @@ def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
     assert (
         main([*base, "-o", str(tmp_path / "bf16"), "--tile", "24", "--tile-overlap", "8", "--precision", "bf16"]) == 0
     )
-    whole = io.to_uint8(io.read_rgb(tmp_path / "whole" / "x.png")).astype(int)
-    tiled = io.to_uint8(io.read_rgb(tmp_path / "tiled" / "x.png")).astype(int)
-    bf16 = io.to_uint8(io.read_rgb(tmp_path / "bf16" / "x.png")).astype(int)
+    whole = image_io.to_uint8(image_io.read_rgb(tmp_path / "whole" / "x.png")).astype(int)
+    tiled = image_io.to_uint8(image_io.read_rgb(tmp_path / "tiled" / "x.png")).astype(int)
+    bf16 = image_io.to_uint8(image_io.read_rgb(tmp_path / "bf16" / "x.png")).astype(int)
     assert whole.shape == tiled.shape == bf16.shape == (160, 224, 3)
     assert np.abs(whole - tiled).max() <= 1
     assert np.abs(whole - bf16).mean() < 2

@@ -11,7 +11,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.degradations import bicubic_degrade, imresize, modcrop
 from srkit.metrics import LPIPS, PROTOCOL, psnr, quantize, rgb_to_y, ssim
 from srkit.paths import MissingDataError
@@ -124,8 +124,8 @@ def test_bicubic_reproduces_published_numbers(
 ) -> None:
     # Set5 28.42 dB is the published MATLAB figure; Set14 under this protocol on the standard images is 26.09.
     scores = []
-    for path in io.list_images([data_dir / "benchmarks" / set_name]):
-        gt = modcrop(quantize(io.read_rgb(path).double()), 4)
+    for path in fs.list_images([data_dir / "benchmarks" / set_name]):
+        gt = modcrop(quantize(image_io.read_rgb(path).double()), 4)
         sr = imresize(bicubic_degrade(gt, 4), 4.0)
         scores.append((psnr(sr, gt), ssim(sr, gt)))
     assert statistics.fmean(p for p, _ in scores) == pytest.approx(want_psnr, abs=0.015)

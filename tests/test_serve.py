@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from PIL import Image
 from torch import nn
 
-from srkit import io
+from srkit import image_io
 from srkit.cli import build_parser, main
 from srkit.inference import upscale_image
 from srkit.models import load_model
@@ -150,8 +150,8 @@ def test_upscale_png_matches_the_cli_path(client: TestClient) -> None:
         assert im.size == (128, 96) and im.mode == "RGB"
         got = np.asarray(im)
     # The same pixels `srkit upscale` writes: decode, upscale_image, quantise.
-    expected = upscale_image(load_model("bicubic"), io.decode_image(data, name="x"), device=torch.device("cpu"))
-    np.testing.assert_array_equal(got, io.to_uint8(expected.rgb))
+    expected = upscale_image(load_model("bicubic"), image_io.decode_image(data, name="x"), device=torch.device("cpu"))
+    np.testing.assert_array_equal(got, image_io.to_uint8(expected.rgb))
 
 
 def test_upscale_keeps_alpha(client: TestClient) -> None:
@@ -169,11 +169,11 @@ def test_upscale_keeps_alpha(client: TestClient) -> None:
 
 def test_upscale_keeps_16_bit_and_grayscale(client: TestClient) -> None:
     rgb = torch.from_numpy(_photo()).permute(2, 0, 1).float() / 255
-    data16 = io.encode_image(rgb, suffix=".png", bit_depth=16)
+    data16 = image_io.encode_image(rgb, suffix=".png", bit_depth=16)
     response = _upscale(client, data16, name="scan16.png")
     assert response.status_code == 200, response.text
     assert response.content[24] == 16  # the PNG IHDR bit-depth byte
-    out = io.decode_image(response.content, name="result")
+    out = image_io.decode_image(response.content, name="result")
     assert out.bit_depth == 16 and out.size == (128, 96)
 
     gray = _png(_photo()[..., 0])
@@ -566,7 +566,7 @@ def test_face_model_upscales_the_faces_of_a_photo(client: TestClient) -> None:
     from srkit.data.degradations import bicubic_degrade
 
     hr = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).to(torch.float64) / 255
-    lq = io.to_uint8(bicubic_degrade(hr, 4).float())  # 128x128, her face ~40 LR px: in the face model's range
+    lq = image_io.to_uint8(bicubic_degrade(hr, 4).float())  # 128x128, her face ~40 LR px: in the face model's range
     plain = _upscale(client, _png(lq))
     response = client.post(
         "/api/upscale",

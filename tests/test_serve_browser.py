@@ -185,11 +185,11 @@ def test_faces_mode_upscales_the_face_with_the_chosen_model(page: Any) -> None:
     import skimage.data
     import torch
 
-    from srkit import io
+    from srkit import image_io
     from srkit.data.degradations import bicubic_degrade
 
     hr = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).to(torch.float64) / 255
-    buffer = io.encode_image(bicubic_degrade(hr, 4).float(), suffix=".png")  # 128x128, one face
+    buffer = image_io.encode_image(bicubic_degrade(hr, 4).float(), suffix=".png")  # 128x128, one face
     options = page.eval_on_selector_all("#face-model option", "os => os.map(o => o.value)")
     assert options[0] == "" and "srresnet" in options  # "off" first, then every offered model
     page.set_input_files("#file", files=[{"name": "astronaut.png", "mimeType": "image/png", "buffer": buffer}])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.datasets import PatchDataset, load_pairs
 from srkit.data.degradations import bicubic_degrade, modcrop
 from srkit.data.lowres import LowRes
@@ -82,14 +82,14 @@ def test_official_partition(tmp_path: Path) -> None:
 
 def test_prepare_pairs(tmp_path: Path, hr_folder: Path) -> None:
     out = tmp_path / "prepared"
-    images = io.list_images([hr_folder])
+    images = fs.list_images([hr_folder])
     report = prepare_pairs(images, out)
     assert [p.name for p, _, _ in report.written] == ["a.png", "c.png", "b.png"]
     assert [p.name for p, _ in report.skipped] == ["bad.png"]
     assert sorted(p.name for p in (out / "HQ").iterdir()) == ["00000.png", "00001.png", "00002.png"]
-    hq, lq = io.read_rgb(out / "HQ" / "00000.png"), io.read_rgb(out / "LQ" / "00000.png")
+    hq, lq = image_io.read_rgb(out / "HQ" / "00000.png"), image_io.read_rgb(out / "LQ" / "00000.png")
     assert hq.shape == (3, 40, 48) and lq.shape == (3, 10, 12)  # modcropped 42x50 -> 40x48
-    src = modcrop(io.read_rgb(hr_folder / "a.png").double(), 4)
+    src = modcrop(image_io.read_rgb(hr_folder / "a.png").double(), 4)
     assert torch.allclose(lq.double(), bicubic_degrade(src, 4), atol=1e-6)
     assert "a.png" in (out / "pairs.csv").read_text()
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -101,11 +101,11 @@ def test_prepare_pairs(tmp_path: Path, hr_folder: Path) -> None:
 
 def test_prepare_is_reproducible_with_random_degradation(tmp_path: Path, hr_folder: Path) -> None:
     noisy = LowRes.from_spec(["bicubic", {"noise": {"sigma": [5, 15]}}], scale=4)
-    images = io.list_images([hr_folder / "sub"])
+    images = fs.list_images([hr_folder / "sub"])
     prepare_pairs(images, tmp_path / "one", lowres=noisy, seed=3)
     prepare_pairs(images, tmp_path / "two", lowres=noisy, seed=3)
     prepare_pairs(images, tmp_path / "three", lowres=noisy, seed=4)
-    one, two, three = (io.read_rgb(tmp_path / d / "LQ" / "00000.png") for d in ("one", "two", "three"))
+    one, two, three = (image_io.read_rgb(tmp_path / d / "LQ" / "00000.png") for d in ("one", "two", "three"))
     assert torch.equal(one, two) and not torch.equal(one, three)
 
 
@@ -122,7 +122,7 @@ def test_disk_cache_matches_memory_and_skips_decoding(
     def no_decoding(path: object) -> None:
         raise AssertionError("a warm cache must not decode images")
 
-    monkeypatch.setattr(io, "read_rgb", no_decoding)
+    monkeypatch.setattr(image_io, "read_rgb", no_decoding)
     warm = load_pairs([hr_folder / "a.png", hr_folder / "sub"], lowres=LowRes(4), min_size=32, cache_dir=cache)
     assert isinstance(warm.gt[0], np.memmap)
     for g_mem, g_disk in zip(memory.gt, warm.gt, strict=True):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from srkit import io
+from srkit import image_io
 from srkit.cli import main
 from srkit.config import Config, load_config
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs, sample_seed
@@ -154,7 +154,7 @@ def test_stage1_writes_every_artifact(stage1: tuple[Config, Path]) -> None:
         summary = json.loads((run / "val" / f"step{step:07d}.json").read_text())
         assert summary["step"] == step and summary["set"] == "val" and summary["images"] == 2
         # The sample grid: LR | bicubic | SR | HR, one 48x48 row per validation image, 2px padding.
-        grid = io.read_rgb(run / "samples" / f"step{step:07d}.png")
+        grid = image_io.read_rgb(run / "samples" / f"step{step:07d}.png")
         assert tuple(grid.shape) == (3, 2 * 48 + 3 * 2, 4 * 48 + 5 * 2)
 
     ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
@@ -824,7 +824,7 @@ def test_keep_last_prunes_old_milestones(tmp_path: Path, images: dict[str, Path]
 
 
 def test_stale_temporary_files_are_removed_on_start_and_resume(tmp_path: Path, images: dict[str, Path]) -> None:
-    # What a kill -9 inside io.atomic_write leaves: .NAME.tmpXXXXXXXX next to the file it was replacing.
+    # What a kill -9 inside fs.atomic_write leaves: .NAME.tmpXXXXXXXX next to the file it was replacing.
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / ".latest.pt.tmp0123abcd").write_bytes(b"x" * 1000)

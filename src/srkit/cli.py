@@ -150,7 +150,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     """srkit upscale: files or folders -> OUT, going on past bad files; non-zero exit if any failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from srkit import io
+    from srkit import fs
     from srkit.device import pick_device
     from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels, upscale_files
     from srkit.models import default_model
@@ -163,9 +163,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     tile = TILE if args.tile is None else args.tile
     if tile < 0:
         raise ValueError(f"--tile must be >= 0 (0 = whole image), got {tile}")
-    files = io.list_images(args.inputs)
+    files = fs.list_images(args.inputs)
     if not files:
-        kinds = ", ".join(sorted(io.IMAGE_SUFFIXES))
+        kinds = ", ".join(sorted(fs.IMAGE_SUFFIXES))
         raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
     limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
     model = _upscale_model(args, device)
@@ -336,7 +336,7 @@ def _degradation_spec(text: str) -> Any:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """srkit data prepare INPUT... -o OUT: HQ/LQ pair folders (optionally split train/val/test)."""
-    from srkit import io
+    from srkit import fs
     from srkit.data.lowres import LowRes, hr_preprocess
     from srkit.data.prepare import prepare_pairs
     from srkit.data.sources import group_key, split
@@ -344,7 +344,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     lowres = LowRes.from_spec(_degradation_spec(args.degradation), scale=args.scale)
     hr_size = tuple(args.hr_size) if args.hr_size else None
     preprocess = hr_preprocess(face_crop=args.face_crop, face_margin=args.face_margin, hr_size=hr_size)
-    images = io.list_images(args.inputs)
+    images = fs.list_images(args.inputs)
     if not images:
         raise ValueError(f"nothing to prepare: no image files in {', '.join(args.inputs)}")
     if not str(args.output).strip():
@@ -583,7 +583,7 @@ def _positive_int(text: str) -> int:
 
 def _ext_arg(text: str) -> str:
     """--ext: an output format srkit writes (png, jpg, ...), checked before any work."""
-    from srkit.io import IMAGE_SUFFIXES
+    from srkit.fs import IMAGE_SUFFIXES
 
     ext = "." + text.strip().lower().lstrip(".")
     if ext not in IMAGE_SUFFIXES:

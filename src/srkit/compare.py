@@ -8,7 +8,7 @@ are exactly what `srkit evaluate` gives for each model alone.
 from __future__ import annotations
 
 import csv
-import io as stdio
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srkit import io
+from srkit import fs
 from srkit.evaluate import ImageScore, benchmark_images, load_pair, score_pair, summarize, super_resolve
 from srkit.metrics import LPIPS, protocol
 from srkit.models import build_generator, display_name, load_model, model_scale, read_metadata
@@ -269,7 +269,7 @@ def format_table(result: Comparison) -> Any:
 
 def long_csv(result: Comparison) -> str:
     """compare.csv: one row per model x set x metric with mean, std (population) and n."""
-    buf = stdio.StringIO()
+    buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["model", "set", "metric", "mean", "std", "n"])
     for spec in result.specs:
@@ -283,7 +283,7 @@ def long_csv(result: Comparison) -> str:
 
 def per_image_csv(result: Comparison) -> str:
     """per_image.csv: evaluate's per-image rows with a model column in front."""
-    buf = stdio.StringIO()
+    buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["model", *ImageScore.__dataclass_fields__], lineterminator="\n")
     writer.writeheader()
     for spec in result.specs:
@@ -302,11 +302,11 @@ def write_outputs(result: Comparison, out_dir: Path) -> list[Path]:
         ("compare.csv", long_csv(result)),
         ("per_image.csv", per_image_csv(result)),
     ):
-        io.atomic_write(out_dir / name, text.encode("utf-8"))
+        fs.atomic_write(out_dir / name, text.encode("utf-8"))
         written.append(out_dir / name)
     for case in result.figures:
         path = out_dir / "figures" / f"{case.set}_{Path(case.image).stem}.png"
         title = f"{case.set} / {case.image}: x{result.scale} from MATLAB-bicubic LR (red box: zoomed region)"
-        io.atomic_write(path, compare_figure(lq=case.lq, panels=case.panels, title=title, scale=result.scale))
+        fs.atomic_write(path, compare_figure(lq=case.lq, panels=case.panels, title=title, scale=result.scale))
         written.append(path)
     return written

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from srkit import io
+from srkit import image_io
 from srkit.data.degradations import bicubic_degrade, modcrop
 from srkit.device import pick_device
 from srkit.evaluate import ImageScore, format_table, score_pair, summarize, write_rows_csv, write_summary_json
@@ -66,8 +66,8 @@ def run_demo(
         t = torch.from_numpy(arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2))
         gt = modcrop(t.permute(2, 0, 1).to(torch.float64) / 255, scale)
         gts[name] = gt
-        io.write_image(hr_dir / f"{name}.png", gt, grayscale=arr.ndim == 2)
-        io.write_image(lr_dir / f"{name}.png", bicubic_degrade(gt, scale), grayscale=arr.ndim == 2)
+        image_io.write_image(hr_dir / f"{name}.png", gt, grayscale=arr.ndim == 2)
+        image_io.write_image(lr_dir / f"{name}.png", bicubic_degrade(gt, scale), grayscale=arr.ndim == 2)
     try:
         lpips_model: LPIPS | None = LPIPS("alex", data_dir=data_dir)
     except MissingDataError as err:
@@ -85,7 +85,7 @@ def run_demo(
             raise RuntimeError(f"demo upscale failed: {report.failed}")
         rows: list[ImageScore] = []
         for name, gt in gts.items():
-            sr = quantize(io.read_rgb(sr_dir / f"{name}.png").to(torch.float64))
+            sr = quantize(image_io.read_rgb(sr_dir / f"{name}.png").to(torch.float64))
             rows.append(score_pair(sr, gt, set_name=model_name, image=name, crop=scale, lpips_model=lpips_model))
             montage_rows[name].append((model_name, sr_dir / f"{name}.png"))
         summary = summarize(rows)

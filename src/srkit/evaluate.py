@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.degradations import bicubic_degrade, modcrop
 from srkit.metrics import LPIPS, PROTOCOL, psnr, quantize, ssim
 from srkit.paths import MissingDataError, data_root
@@ -72,7 +72,7 @@ def super_resolve(
 
 def benchmark_images(folder: Path) -> list[Path]:
     """The HR images of a benchmark folder, sorted; MissingDataError when there are none."""
-    paths = io.list_images([folder])
+    paths = fs.list_images([folder])
     if not paths:
         raise MissingDataError(f"no images in benchmark folder {folder}")
     return paths
@@ -81,7 +81,7 @@ def benchmark_images(folder: Path) -> list[Path]:
 def load_pair(path: Path, *, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(gt, lq) of one HR file under the protocol: modcrop, MATLAB bicubic, 8-bit LR; float64 (3, H, W)."""
     # HR files are 8-bit: snap to the exact k/255 grid in float64 before degrading.
-    gt = modcrop(quantize(io.read_rgb(path).to(torch.float64)), scale)
+    gt = modcrop(quantize(image_io.read_rgb(path).to(torch.float64)), scale)
     return gt, bicubic_degrade(gt, scale)
 
 
@@ -122,7 +122,7 @@ def score_folder(
                 y_channel=y_channel,
             )
             if save_dir is not None:
-                io.write_image(save_dir / set_name / f"{path.stem}.png", sr)
+                image_io.write_image(save_dir / set_name / f"{path.stem}.png", sr)
         except (OSError, ValueError, RuntimeError) as err:
             if on_error is None:
                 raise
@@ -179,14 +179,14 @@ def summarize(rows: Sequence[ImageScore]) -> dict[str, dict[str, float | int | N
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    io.atomic_write(path, text.encode("utf-8"))
+    fs.atomic_write(path, text.encode("utf-8"))
 
 
 def write_rows_csv(path: Path, rows: Sequence[ImageScore]) -> None:
     """Per-image table as CSV (atomic)."""
-    import io as stdio
+    import io
 
-    buf = stdio.StringIO()
+    buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(ImageScore.__dataclass_fields__))
     writer.writeheader()
     for r in rows:

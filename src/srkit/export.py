@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srkit import io
+from srkit import fs
 from srkit.archs import Bicubic
 from srkit.models import FORMAT_VERSION, load_model, model_scale, read_metadata, save_weights, shipped_models
 
@@ -192,7 +192,7 @@ def export_model(
         extra = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
         return save_weights(model, out, arch=meta["arch"], arch_kwargs=json.loads(meta["arch_kwargs"]), meta=extra)
     data = onnx_bytes(model, opset=opset, metadata=meta) if fmt == "onnx" else torchscript_bytes(model, metadata=meta)
-    io.atomic_write(out, data)
+    fs.atomic_write(out, data)
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from srkit import io
+from srkit import image_io
 from srkit.data.faces import Box, Detector, crop_window, haar_detector
 from srkit.inference import TileOptions, TileProgress, upscale_image, upscale_tiled
 from srkit.models import model_scale
@@ -47,7 +47,7 @@ class FaceRegion:
 class FaceUpscale:
     """The blended result and what happened to each face."""
 
-    image: io.LoadedImage
+    image: image_io.LoadedImage
     scale: int
     regions: list[FaceRegion]
 
@@ -78,7 +78,7 @@ def _hr_boxes_to_windows(boxes: list[Box], *, scale: int, lr_size: tuple[int, in
 def upscale_with_faces(
     natural: nn.Module,
     face: nn.Module,
-    image: io.LoadedImage,
+    image: image_io.LoadedImage,
     *,
     device: torch.device,
     options: TileOptions | None = None,
@@ -123,5 +123,5 @@ def upscale_with_faces(
         regions.append(FaceRegion(box, window_lr, window_hr, "face", f"window {side} LR px: face model"))
         if progress is not None:
             progress(len(regions), len(boxes))  # a caller's cancel check runs between faces too
-    result = io.LoadedImage(out.clamp_(0, 1), base.alpha, base.bit_depth, base.grayscale, None)
+    result = image_io.LoadedImage(out.clamp_(0, 1), base.alpha, base.bit_depth, base.grayscale, None)
     return FaceUpscale(result, scale, regions)

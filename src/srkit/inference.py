@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.degradations import imresize
 from srkit.models import model_scale
 
@@ -329,12 +329,12 @@ class TileOptions:
 
 def upscale_image(
     model: nn.Module,
-    image: io.LoadedImage,
+    image: image_io.LoadedImage,
     *,
     device: torch.device,
     options: TileOptions | None = None,
     progress: TileProgress | None = None,
-) -> io.LoadedImage:
+) -> image_io.LoadedImage:
     """Super-resolve the colour with the model; upscale alpha separately with bicubic (no model sees it)."""
     opts = options or TileOptions()
     rgb = upscale_tiled(
@@ -348,7 +348,9 @@ def upscale_image(
         channels_last=opts.channels_last,
         progress=progress,
     )
-    return io.LoadedImage(rgb, _upscale_alpha(image.alpha, model_scale(model)), image.bit_depth, image.grayscale, None)
+    return image_io.LoadedImage(
+        rgb, _upscale_alpha(image.alpha, model_scale(model)), image.bit_depth, image.grayscale, None
+    )
 
 
 def _upscale_alpha(alpha: torch.Tensor | None, scale: int) -> torch.Tensor | None:
@@ -385,9 +387,11 @@ def output_path(src: Path, *, roots: Sequence[Path], out_dir: Path, suffix: str,
     return out_dir / rel.with_name(f"{rel.stem}{suffix}{new_ext}")
 
 
-def _same_size_groups(items: list[tuple[Path, Path, io.LoadedImage]]) -> list[list[tuple[Path, Path, io.LoadedImage]]]:
+def _same_size_groups(
+    items: list[tuple[Path, Path, image_io.LoadedImage]],
+) -> list[list[tuple[Path, Path, image_io.LoadedImage]]]:
     """Images grouped by (width, height), so each group stacks into one (N, 3, H, W) batch."""
-    groups: dict[tuple[int, int], list[tuple[Path, Path, io.LoadedImage]]] = {}
+    groups: dict[tuple[int, int], list[tuple[Path, Path, image_io.LoadedImage]]] = {}
     for item in items:
         groups.setdefault(item[2].size, []).append(item)
     return list(groups.values())
@@ -420,7 +424,7 @@ def upscale_files(
     opts = options or TileOptions()
     roots = [Path(p) for p in inputs]
     out_root = Path(out_dir)
-    files = io.list_images(roots)
+    files = fs.list_images(roots)
     # Earlier results written next to the inputs (-o IN --suffix _x4) are outputs of this run's inputs: never
     # upscale them again (a second run would otherwise make a_x4_x4.png).
     made_from = {output_path(p, roots=roots, out_dir=out_root, suffix=suffix, ext=ext).resolve(): p for p in files}
@@ -434,25 +438,25 @@ def upscale_files(
     scale = model_scale(model)
     limit = max_output_pixels(tiled=opts.tile is not None, explicit=max_pixels)
 
-    def fits_whole(image: io.LoadedImage) -> bool:
+    def fits_whole(image: image_io.LoadedImage) -> bool:
         return opts.tile is None or max(image.size) <= opts.tile
 
     for k in range(0, len(files), batch_size):
-        ready: list[tuple[Path, Path, io.LoadedImage]] = []
+        ready: list[tuple[Path, Path, image_io.LoadedImage]] = []
         for src in files[k : k + batch_size]:
             dst = output_path(src, roots=roots, out_dir=out_root, suffix=suffix, ext=ext)
             try:
                 if dst.resolve() in input_set:
                     raise ValueError(f"output {dst} would overwrite an input; choose another -o folder or --suffix")
-                io.check_name_length(dst)
-                if dst.suffix.lower() not in io.IMAGE_SUFFIXES:
+                fs.check_name_length(dst)
+                if dst.suffix.lower() not in fs.IMAGE_SUFFIXES:
                     raise ValueError(f"cannot write {dst.suffix} output; choose a format with --ext (png, jpg, ...)")
                 if dst.exists() and not overwrite:
                     raise FileExistsError(f"output {dst} exists; pass --overwrite to replace it")
                 # From the header alone: a tiny file can declare a huge image (a 79 KB PNG of 9000 x 9000).
-                width, height = io.image_size(src, name=src)
+                width, height = image_io.image_size(src, name=src)
                 check_output_size(width, height, scale, limit=limit)
-                image = io.read_image(src)
+                image = image_io.read_image(src)
                 if face_model is not None:
                     from srkit.face_upscale import upscale_with_faces
 
@@ -480,7 +484,7 @@ def upscale_files(
 
 def _upscale_group(
     model: nn.Module,
-    group: list[tuple[Path, Path, io.LoadedImage]],
+    group: list[tuple[Path, Path, image_io.LoadedImage]],
     *,
     device: torch.device,
     options: TileOptions,
@@ -508,7 +512,10 @@ def _upscale_group(
     scale = model_scale(model)
     for (src, dst, image), sr in zip(group, srs, strict=True):
         try:
-            _write(dst, io.LoadedImage(sr, _upscale_alpha(image.alpha, scale), image.bit_depth, image.grayscale, None))
+            _write(
+                dst,
+                image_io.LoadedImage(sr, _upscale_alpha(image.alpha, scale), image.bit_depth, image.grayscale, None),
+            )
             report.written.append(dst)
         except (OSError, ValueError, RuntimeError) as err:
             report.failed.append((src, str(err)))
@@ -516,5 +523,5 @@ def _upscale_group(
             on_file(src)
 
 
-def _write(dst: Path, result: io.LoadedImage) -> None:
-    io.write_image(dst, result.rgb, alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale)
+def _write(dst: Path, result: image_io.LoadedImage) -> None:
+    image_io.write_image(dst, result.rgb, alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale)

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from srkit import io
+from srkit import fs
 from srkit.archs import GENERATORS
 
 FORMAT_VERSION = "1"
@@ -46,7 +46,7 @@ def save_weights(
     metadata = {"srkit_format": FORMAT_VERSION, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs)}
     metadata.update(meta or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    io.atomic_write(path, safetensors.torch.save(tensors, metadata=metadata))
+    fs.atomic_write(path, safetensors.torch.save(tensors, metadata=metadata))
     return path
 
 

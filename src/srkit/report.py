@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from srkit import io
+from srkit import fs
 from srkit.compare import compare_models, markdown, parse_models, write_outputs
 from srkit.metrics import LPIPS
 from srkit.models import available_models
@@ -82,10 +82,10 @@ def face_test_split(lfw_dir: Path, out_dir: Path) -> Path:
     from srkit.data.prepare import prepare_pairs
     from srkit.data.sources import group_key, split
 
-    files = io.list_images([lfw_dir])
+    files = fs.list_images([lfw_dir])
     test = split(files, (0.8, 0.15, 0.05), seed=0, key=group_key("lfw"))["test"]
     hq = out_dir / "HQ"
-    if hq.is_dir() and len(io.list_images([hq])) == len(test):
+    if hq.is_dir() and len(fs.list_images([hq])) == len(test):
         return hq  # made before from the same split (the split is a pure function of the file names)
     preprocess = hr_preprocess(face_crop=True, hr_size=(128, 128))
     report = prepare_pairs(test, out_dir, preprocess=preprocess, overwrite=True)
@@ -146,5 +146,5 @@ def make_report(
         lines += [f"![{spec.title}: {p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures] + [""]
         if on_table is not None:
             on_table(spec.key)
-    io.atomic_write(report.path, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
+    fs.atomic_write(report.path, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
     return report

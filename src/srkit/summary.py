@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from srkit import io
+from srkit import fs
 from srkit.archs import DISCRIMINATORS, GENERATORS
 from srkit.models import build_generator, load_model, shipped_models
 
@@ -345,7 +345,7 @@ def _colour(kind: str) -> str:
 
 def diagram(summary: ModelSummary) -> bytes:
     """A PNG block diagram: input, each top-level module call in order (contents, output shape, params), output."""
-    import io as stdio
+    import io
 
     import matplotlib
 
@@ -388,7 +388,7 @@ def diagram(summary: ModelSummary) -> bytes:
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color="#555555"))
     note = "Module calls in execution order.\nFunctional steps (skip additions, F.interpolate, imresize) not drawn."
     ax.text(gap_x, height - 0.25, note, fontsize=7, color="#555555", va="center")
-    buf = stdio.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
@@ -402,6 +402,6 @@ def run_summary(
     stem = Path(name).stem if Path(name).is_file() else name
     summary = summarize_model(model, name=stem, input_size=input_size or default_size, depth=depth)
     md, png = out_dir / f"{stem}_summary.md", out_dir / f"{stem}_diagram.png"
-    io.atomic_write(md, markdown(summary).encode("utf-8"))
-    io.atomic_write(png, diagram(summary))
+    fs.atomic_write(md, markdown(summary).encode("utf-8"))
+    fs.atomic_write(png, diagram(summary))
     return summary, [md, png]

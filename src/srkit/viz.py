@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io as stdio
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.archs.vgg import VGGFeatures, layer_names
 from srkit.evaluate import load_pair, super_resolve
 from srkit.metrics import rgb_to_y
@@ -38,7 +38,7 @@ def _pyplot() -> Any:
 
 
 def _png(fig: Any) -> bytes:
-    buf = stdio.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     _pyplot().close(fig)
     return buf.getvalue()
@@ -70,7 +70,7 @@ def pick_crop(gt: torch.Tensor, *, size: int, scale: int) -> tuple[int, int]:
 
 def _image(x: torch.Tensor) -> Any:
     """(3, H, W) in [0, 1] -> (H, W, 3) uint8 for imshow."""
-    return io.to_uint8(x.float())
+    return image_io.to_uint8(x.float())
 
 
 def compare_figure(
@@ -222,5 +222,5 @@ def visualize_features(
         f"{len(picked)} {'most active' if order == 'active' else 'first'} shown; SR by {label} from bicubic x{scale} LR"
     )
     png = features_figure(lq=lq, sr=sr, gt=gt, f_sr=f_sr, f_hr=f_hr, channels=picked, title=title, model_label=label)
-    io.atomic_write(out, png)
+    fs.atomic_write(out, png)
     return out

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.datasets import sample_seed
 
 
@@ -186,7 +186,7 @@ def augment_folder(
     _check_ranges(rotation=rotation, shift=shift, shear=shear, zoom=zoom)
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise ValueError(f"augment_folder: refusing to write into the source folder: {dst} is (inside) {src}")
-    sources = io.list_images([src], recursive=False)
+    sources = fs.list_images([src], recursive=False)
     outputs: dict[Path, Path] = {}
     for path in sources:
         for k in range(variants):
@@ -204,7 +204,7 @@ def augment_folder(
     report = AugmentReport()
     for path in sources:
         try:
-            loaded = io.read_image(path)
+            loaded = image_io.read_image(path)
         except (OSError, ValueError) as err:  # ImageReadError is a ValueError
             report.failed.append((path, str(err)))
             continue
@@ -215,5 +215,5 @@ def augment_folder(
         for k in range(variants):
             y = random_affine(x, generator=g, rotation=rotation, shift=shift, shear=shear, zoom=zoom, hflip=hflip)
             alpha = y[3:] if loaded.alpha is not None else None
-            report.written.append(io.save_like(dst / f"{path.stem}_aug{k}.png", y[:3], loaded, alpha=alpha))
+            report.written.append(image_io.save_like(dst / f"{path.stem}_aug{k}.png", y[:3], loaded, alpha=alpha))
     return report

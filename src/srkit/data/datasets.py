@@ -8,7 +8,7 @@ coordination, and DDP ranks take disjoint index ranges.
 from __future__ import annotations
 
 import hashlib
-import io as stdio
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.degradations import modcrop
 from srkit.data.lowres import LowRes, Preprocess
 from srkit.metrics import quantize
@@ -49,9 +49,9 @@ def _cache_paths(cache_dir: Path, path: Path, scale: int, recipe: str) -> tuple[
 
 
 def _save_npy(path: Path, arr: torch.Tensor) -> None:
-    buf = stdio.BytesIO()
+    buf = io.BytesIO()
     np.save(buf, arr.numpy())
-    io.atomic_write(path, buf.getvalue())
+    fs.atomic_write(path, buf.getvalue())
 
 
 def load_pairs(
@@ -74,12 +74,12 @@ def load_pairs(
     """
     pairs = PairSet()
     scale = lowres.scale
-    for index, path in enumerate(io.list_images(folders)):
+    for index, path in enumerate(fs.list_images(folders)):
         try:
             cached = _cache_paths(cache_dir, path, scale, recipe) if cache_dir is not None else None
             gt_arr, lq_arr = _load_cached(cached, with_lq=not lowres.per_sample)
             if gt_arr is None:
-                rgb = quantize(io.read_rgb(path).to(torch.float64))
+                rgb = quantize(image_io.read_rgb(path).to(torch.float64))
                 if preprocess is not None:
                     rgb = quantize(preprocess(rgb).clamp(0, 1))
                 h, w = rgb.shape[-2:]
@@ -126,8 +126,8 @@ def load_paired(pairs: list[tuple[Path, Path]], *, scale: int, min_size: int = 0
     out = PairSet()
     for hq_path, lq_path in pairs:
         try:
-            gt = modcrop(quantize(io.read_rgb(hq_path).to(torch.float64)), scale)
-            lq = quantize(io.read_rgb(lq_path).to(torch.float64))
+            gt = modcrop(quantize(image_io.read_rgb(hq_path).to(torch.float64)), scale)
+            lq = quantize(image_io.read_rgb(lq_path).to(torch.float64))
             h, w = gt.shape[-2:]
             if tuple(lq.shape[-2:]) != (h // scale, w // scale):
                 raise ValueError(

@@ -679,7 +679,7 @@ def _write_entry(
     folder: Path, entry_name: str, dataset: Dataset, records: list[dict[str, Any]], *, complete: bool
 ) -> None:
     """Record one entry in `<folder>/srkit_manifest.json`, keeping the other entries that share the folder."""
-    from srkit.io import atomic_write  # imported late: srkit.io pulls in torch and OpenCV
+    from srkit.fs import atomic_write
 
     manifest = _read_manifest(folder)
     known = manifest.get("datasets")

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import torch
 
-from srkit import io
+from srkit import image_io
 from srkit.data.degradations import imresize
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels: left, top, width, height (OpenCV's order)
@@ -90,7 +90,7 @@ def haar_detector(
     classifier = _load_cascade(str(path))
 
     def detect(img: torch.Tensor) -> list[Box]:
-        gray = cv2.cvtColor(io.to_uint8(img), cv2.COLOR_RGB2GRAY)
+        gray = cv2.cvtColor(image_io.to_uint8(img), cv2.COLOR_RGB2GRAY)
         found = classifier.detectMultiScale(
             gray, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_size, min_size)
         )

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from srkit import io
+from srkit import fs
 from srkit.config import DataConfig
 from srkit.data.datasets import PairSet, load_paired, load_pairs
 from srkit.data.lowres import LowRes, hr_preprocess
@@ -46,7 +46,7 @@ def gather_sources(cfg: DataConfig, data_dir: str | Path | None) -> Sources:
         elif (path / "HQ").is_dir() and (path / "LQ").is_dir():
             pairs += paired_folders(path)
         else:
-            files += io.list_images([path])
+            files += fs.list_images([path])
     val_files: list[Path] = []
     val_name = Path(cfg.val).name
     if cfg.partition_file is not None:
@@ -57,7 +57,7 @@ def gather_sources(cfg: DataConfig, data_dir: str | Path | None) -> Sources:
         parts = split(files, cfg.split, seed=cfg.split_seed, key=group_key(cfg.group_by))
         files, val_files, val_name = parts["train"], parts["val"], "split-val"
     if cfg.val != "split":
-        val_files, val_name = io.list_images([resolve_folder(cfg.val, data_dir)]), Path(cfg.val).name
+        val_files, val_name = fs.list_images([resolve_folder(cfg.val, data_dir)]), Path(cfg.val).name
     if not files and not pairs:
         raise ValueError(f"no training images found in data.train {cfg.train}")
     return Sources(files, pairs, val_files, val_name)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
-import io as stdio
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from srkit import io
+from srkit import fs, image_io
 from srkit.data.datasets import sample_seed
 from srkit.data.degradations import modcrop
 from srkit.data.lowres import LowRes, Preprocess
@@ -54,7 +54,7 @@ def prepare_pairs(
     index = 0
     for src in images:
         try:
-            gt = quantize(io.read_rgb(src).to(torch.float64))
+            gt = quantize(image_io.read_rgb(src).to(torch.float64))
             if preprocess is not None:
                 gt = quantize(preprocess(gt).clamp(0, 1))
             gt = modcrop(gt, scale)
@@ -63,17 +63,17 @@ def prepare_pairs(
             if tuple(lq.shape[-2:]) != expected:
                 raise ValueError(f"degradation gave {tuple(lq.shape[-2:])}, expected {expected} (HR / {scale})")
             name = f"{index:05d}.png"
-            io.write_image(hq_dir / name, gt)
-            io.write_image(lq_dir / name, lq)
+            image_io.write_image(hq_dir / name, gt)
+            image_io.write_image(lq_dir / name, lq)
             report.written.append((src, hq_dir / name, lq_dir / name))
             index += 1
         except (OSError, ValueError) as err:
             report.skipped.append((src, str(err)))
         if on_file is not None:
             on_file(src)
-    buf = stdio.StringIO()
+    buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["pair", "source"])
     writer.writerows([(hq.name, str(src)) for src, hq, _lq in report.written])
-    io.atomic_write(out / "pairs.csv", buf.getvalue().encode())
+    fs.atomic_write(out / "pairs.csv", buf.getvalue().encode())
     return report

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import torch
 
-from srkit import io
+from srkit import fs
 
 T = TypeVar("T")
 SPLIT_NAMES = ("train", "val", "test")
@@ -17,7 +17,7 @@ SPLIT_NAMES = ("train", "val", "test")
 
 def folder_images(folders: Sequence[str | Path], *, recursive: bool = True) -> list[Path]:
     """Every image file under the folders (sorted per folder), or FileNotFoundError naming a missing one."""
-    return io.list_images(folders, recursive=recursive)
+    return fs.list_images(folders, recursive=recursive)
 
 
 def read_file_list(path: str | Path) -> list[Path]:
@@ -49,8 +49,8 @@ def paired_folders(root: str | Path) -> list[tuple[Path, Path]]:
     for d in (hq_dir, lq_dir):
         if not d.is_dir():
             raise FileNotFoundError(f"paired dataset {root}: expected folders HQ/ and LQ/, missing {d}")
-    hq = {p.relative_to(hq_dir).with_suffix(""): p for p in io.list_images([hq_dir])}
-    lq = {p.relative_to(lq_dir).with_suffix(""): p for p in io.list_images([lq_dir])}
+    hq = {p.relative_to(hq_dir).with_suffix(""): p for p in fs.list_images([hq_dir])}
+    lq = {p.relative_to(lq_dir).with_suffix(""): p for p in fs.list_images([lq_dir])}
     only_hq, only_lq = sorted(set(hq) - set(lq)), sorted(set(lq) - set(hq))
     if only_hq or only_lq:
         raise ValueError(

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from srkit import __version__, io
+from srkit import __version__, image_io
 from srkit.face_upscale import upscale_with_faces
 from srkit.inference import TILE, TileOptions, upscale_image
 from srkit.models import available_models, describe_shipped, load_model, model_scale
@@ -218,10 +218,10 @@ def create_app(
             raise HTTPException(413, f"upload {filename!r} is larger than max_upload_bytes = {_mb(max_upload_bytes)}")
         try:
             # The header alone, before any pixel is decoded: a small file can declare a huge image.
-            width, height = io.image_size(data, name=filename)
-        except io.ImageTooLargeError as err:
+            width, height = image_io.image_size(data, name=filename)
+        except image_io.ImageTooLargeError as err:
             raise HTTPException(413, f"{err}; this server accepts at most max_pixels = {max_pixels}") from err
-        except io.ImageReadError as err:
+        except image_io.ImageReadError as err:
             raise HTTPException(400, str(err)) from err
         if width * height > max_pixels:
             raise HTTPException(
@@ -267,9 +267,9 @@ def create_app(
         except Cancelled as err:
             # Raised at a checkpoint after runner.close(): the server is shutting down.
             raise HTTPException(503, f"upscaling {filename!r} was cancelled: the server is shutting down") from err
-        except io.ImageTooLargeError as err:
+        except image_io.ImageTooLargeError as err:
             raise HTTPException(413, str(err)) from err
-        except io.ImageReadError as err:
+        except image_io.ImageReadError as err:
             raise HTTPException(400, str(err)) from err
         except (OSError, ValueError, RuntimeError) as err:
             # A model that fails to load or run (bad weights, wrong output shape, out of memory): say what broke.
@@ -317,7 +317,7 @@ def _upscale_bytes(
         if cancel.is_set():
             raise Cancelled()  # the request gave up (timeout or disconnect): free the worker
 
-    image = io.decode_image(data, name=filename)
+    image = image_io.decode_image(data, name=filename)
     checkpoint()
     faces = ""
     if face_net is not None:
@@ -327,7 +327,7 @@ def _upscale_bytes(
     else:
         result = upscale_image(net, image, device=device, options=options, progress=checkpoint)
     checkpoint()
-    png = io.encode_image(
+    png = image_io.encode_image(
         result.rgb, suffix=".png", alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale
     )
     return _Upscaled(png, input_size=image.size, output_size=result.size, scale=model_scale(net), faces=faces)

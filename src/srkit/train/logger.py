@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from srkit import io
+from srkit import fs
 
 TRAIN_FIELDS = (
     "step",
@@ -53,13 +53,13 @@ def _truncate_csv(path: Path, fields: tuple[str, ...], max_step: int) -> None:
 
 
 def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    import io as stdio
+    import io
 
-    buf = stdio.StringIO()
+    buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fields))
     writer.writeheader()
     writer.writerows(rows)
-    io.atomic_write(path, buf.getvalue().encode())
+    fs.atomic_write(path, buf.getvalue().encode())
 
 
 @dataclass
@@ -204,7 +204,7 @@ class RunLogger:
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         if self.enabled:
-            io.atomic_write(self.run_dir / name, (json.dumps(payload, indent=2) + "\n").encode())
+            fs.atomic_write(self.run_dir / name, (json.dumps(payload, indent=2) + "\n").encode())
 
     def close(self) -> None:
         if self._tb is not None:

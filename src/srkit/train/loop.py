@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from srkit import io
+from srkit import fs
 from srkit.archs import DISCRIMINATORS
 from srkit.config import Config, LossConfig, OptimConfig, TrainConfig, dump_config
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset
@@ -370,7 +370,7 @@ def _start_logs(
 ) -> None:
     if dinfo.rank == 0:
         _remove_stale_temps(run_dir, logger)
-        io.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
+        fs.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
     if amp_note:
         logger.info(amp_note)
     for path, reason in data.skipped:
@@ -649,7 +649,7 @@ def _size(n: int) -> str:
 
 
 def _remove_stale_temps(run_dir: Path, logger: RunLogger) -> None:
-    """Delete temporary files that an interrupted io.atomic_write left behind (.NAME.tmpXXXXXXXX)."""
+    """Delete temporary files that an interrupted fs.atomic_write left behind (.NAME.tmpXXXXXXXX)."""
     for folder in (run_dir, run_dir / "checkpoints", run_dir / "val", run_dir / "samples"):
         if not folder.is_dir():
             continue

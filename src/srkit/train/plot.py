@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from srkit import io
+from srkit import fs
 
 
 def _read(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -24,7 +24,7 @@ def _read(path: Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_run(run_dir: Path, *, out: Path | None = None) -> Path:
     """Draw the run's curves; returns the PNG path (written atomically)."""
-    import io as stdio
+    import io
 
     import matplotlib
 
@@ -64,8 +64,8 @@ def plot_run(run_dir: Path, *, out: Path | None = None) -> Path:
     fig.suptitle(f"srkit run: {run_dir.name}")
     fig.tight_layout()
     out = out or run_dir / "curves.png"
-    buf = stdio.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    io.atomic_write(out, buf.getvalue())
+    fs.atomic_write(out, buf.getvalue())
     return out

@@ -6,7 +6,7 @@ dataclass, its `to_dict` the file layout (format 1, unchanged since the first ru
 
 from __future__ import annotations
 
-import io as stdio
+import io
 import random
 import warnings
 from dataclasses import MISSING, dataclass, field, fields
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from srkit import io
+from srkit import fs
 from srkit.train.step import unwrap
 
 FORMAT_VERSION = 1
@@ -58,9 +58,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Serialise to memory, then write atomically: a crash never leaves a half-written checkpoint."""
-    buffer = stdio.BytesIO()
+    buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
-    io.atomic_write(path, buffer.getvalue())
+    fs.atomic_write(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

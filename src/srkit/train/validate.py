@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
-from srkit import io
+from srkit import image_io
 from srkit.data.datasets import PairSet, as_tensor
 from srkit.data.degradations import imresize
 from srkit.evaluate import ImageScore, score_pair, summarize, write_rows_csv
@@ -82,7 +82,7 @@ def record_validation(step: int, result: ValResult, *, set_name: str, run_dir: P
     logger.val_row(step, {k: v for k, v in s.items() if k != "images"})
     write_rows_csv(run_dir / "val" / f"step{step:07d}.csv", result.rows)
     logger.write_json(f"val/step{step:07d}.json", {"step": step, "set": set_name, **s})
-    io.write_image(run_dir / "samples" / f"step{step:07d}.png", result.grid)
+    image_io.write_image(run_dir / "samples" / f"step{step:07d}.png", result.grid)
     logger.image(step, "val/samples", result.grid)
     parts = [f"{m} {s[f'{m}_mean']:.4f}" for m in METRIC_BETTER if s.get(f"{m}_mean") is not None]
     logger.info(f"step {step} val {set_name}: " + ", ".join(parts))

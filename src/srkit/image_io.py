@@ -1,15 +1,11 @@
-"""Image files <-> tensors: the only place in srkit that reads or writes image files.
+"""Image files <-> tensors: the only place in srkit that decodes or encodes image files.
 
 Inside srkit an image is a float32 RGB tensor, CHW (or NCHW), with values in [0, 1].
 """
 
-import contextlib
 import errno
 import io
-import os
-import secrets
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, TiffImagePlugin
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+from srkit.fs import IMAGE_SUFFIXES, atomic_write, same_file
+
 _SIXTEEN_BIT_SUFFIXES = frozenset({".png", ".tif", ".tiff"})
 _ALPHA_SUFFIXES = frozenset({".png", ".webp", ".tif", ".tiff"})
 _PIL_FORMATS = {
@@ -362,40 +359,6 @@ def _encode_16bit(arr: np.ndarray, suffix: str, where: str) -> bytes:
     return encoded.tobytes()
 
 
-# atomic_write's temporary name adds a dot, ".tmp" and 8 hex digits to the final one.
-_TMP_NAME_EXTRA = 13
-_NAME_MAX = 255  # bytes per file name on ext4, XFS, APFS, NTFS (UTF-16 units there)
-
-
-def check_name_length(path: Path) -> None:
-    """Refuse, before any work, an output whose file name (or its temporary twin) the file system cannot hold."""
-    size = len(os.fsencode(path.name))
-    if size + _TMP_NAME_EXTRA > _NAME_MAX:
-        raise ValueError(
-            f"output file name {path.name[:40]}... is {size} bytes; file systems allow {_NAME_MAX} "
-            f"(and srkit needs {_TMP_NAME_EXTRA} more while writing): use a shorter name or --suffix"
-        )
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write bytes via a temp file in the same folder then os.replace, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{secrets.token_hex(4)}")
-    # os.open with O_EXCL (not mkstemp) so the final file gets umask-based permissions, not 0600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def save_like(
     path: str | Path,
     rgb: torch.Tensor,
@@ -406,39 +369,8 @@ def save_like(
 ) -> Path:
     """Write `rgb` keeping the bit depth, gray-ness and (given) alpha of the source image `like`."""
     path = Path(path)
-    if like.path is not None and not overwrite_source and _same_file(path, like.path):
+    if like.path is not None and not overwrite_source and same_file(path, like.path):
         raise ValueError(f"refusing to write {path}: it is the source image {like.path}; pass overwrite_source=True")
     # Only PNG/TIFF hold 16 bits; choosing e.g. .jpg as output already implies 8-bit.
     bit_depth = like.bit_depth if path.suffix.lower() in _SIXTEEN_BIT_SUFFIXES else 8
     return write_image(path, rgb, alpha=alpha, bit_depth=bit_depth, grayscale=like.grayscale)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """True when both paths name the same file (hard links and case-insensitive filesystems included)."""
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
-
-
-def list_images(inputs: Sequence[str | Path], *, recursive: bool = True) -> list[Path]:
-    """Expand files and folders into image paths: files kept as given, folders scanned by suffix."""
-    found: list[Path] = []
-    for item in inputs:
-        root = Path(item)
-        if not root.exists():
-            raise FileNotFoundError(errno.ENOENT, "no such file or folder", str(root))
-        if not root.is_dir():
-            found.append(root)  # kept even with an unknown suffix: read_image will say what is wrong
-            continue
-        candidates = root.rglob("*") if recursive else root.glob("*")
-        found.extend(
-            sorted(
-                p
-                for p in candidates
-                # Hidden entries are skipped: macOS "._x.png" resource forks and our own ".x.png.tmp" files.
-                if p.suffix.lower() in IMAGE_SUFFIXES
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            )
-        )
-    return list(dict.fromkeys(found))  # drop duplicates (a file given and also inside a given folder)

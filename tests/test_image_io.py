@@ -1,4 +1,4 @@
-"""Tests for srkit.io; every fixture image is generated on the fly in tmp_path."""
+"""Tests for srkit.image_io and srkit.files; every fixture image is generated on the fly in tmp_path."""
 
 import os
 import pickle
@@ -10,15 +10,14 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from srkit.io import (
-    IMAGE_SUFFIXES,
+from srkit.fs import IMAGE_SUFFIXES, list_images
+from srkit.image_io import (
     ImageReadError,
     ImageTooLargeError,
     LoadedImage,
     decode_image,
     encode_image,
     image_size,
-    list_images,
     read_image,
     read_rgb,
     save_like,

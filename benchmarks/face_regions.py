@@ -25,8 +25,9 @@ from srkit.data.sources import group_key, split
 from srkit.device import cpu_description
 from srkit.face_upscale import upscale_with_faces
 from srkit.inference import TileOptions, upscale_image
-from srkit.metrics import LPIPS, psnr, quantize
+from srkit.metrics import LPIPS, psnr
 from srkit.models import default_face_model, load_model
+from srkit.ops import quantize
 from srkit.paths import data_root
 
 FACE = 128  # HR face crop side, as in training

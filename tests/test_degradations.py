@@ -9,7 +9,8 @@ import pytest
 import torch
 from bicubic_pytorch.core import imresize as reference_imresize
 
-from srkit.data.degradations import bicubic_degrade, imresize, modcrop
+from srkit.data.degradations import bicubic_degrade
+from srkit.ops import imresize, modcrop
 
 
 def _cubic(x: float) -> float:

@@ -19,13 +19,13 @@ from srkit.data.degradations import (
     bicubic_degrade,
     bicubic_down,
     gaussian_blur,
-    gaussian_kernel1d,
     jpeg,
     parse_pipeline,
     resize_to,
     resolve_pipeline,
     sample_params,
 )
+from srkit.ops import gaussian_kernel1d
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -12,8 +12,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from srkit import fs, image_io
-from srkit.data.degradations import bicubic_degrade, imresize, modcrop
-from srkit.metrics import LPIPS, PROTOCOL, psnr, quantize, rgb_to_y, ssim
+from srkit.data.degradations import bicubic_degrade
+from srkit.metrics import LPIPS, PROTOCOL, psnr, rgb_to_y, ssim
+from srkit.ops import imresize, modcrop, quantize
 from srkit.paths import MissingDataError
 
 

@@ -11,10 +11,11 @@ from PIL import Image
 
 from srkit import fs, image_io
 from srkit.data.datasets import PatchDataset, load_pairs
-from srkit.data.degradations import bicubic_degrade, modcrop
+from srkit.data.degradations import bicubic_degrade
 from srkit.data.lowres import LowRes
 from srkit.data.prepare import prepare_pairs
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
+from srkit.ops import modcrop
 
 
 def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:

@@ -9,12 +9,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from srkit import image_io
-from srkit.data.degradations import bicubic_degrade, modcrop
+from srkit.data.degradations import bicubic_degrade
 from srkit.device import pick_device
 from srkit.evaluate import ImageScore, format_table, score_pair, summarize, write_rows_csv, write_summary_json
 from srkit.inference import upscale_files
-from srkit.metrics import LPIPS, PROTOCOL, quantize
+from srkit.metrics import LPIPS, PROTOCOL
 from srkit.models import load_model, model_scale
+from srkit.ops import modcrop, quantize
 from srkit.paths import MissingDataError
 
 # Photos that ship inside scikit-image (no download); camera is grayscale on purpose.

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from srkit import fs, image_io
-from srkit.data.degradations import bicubic_degrade, modcrop
-from srkit.metrics import LPIPS, PROTOCOL, psnr, quantize, ssim
+from srkit.data.degradations import bicubic_degrade
+from srkit.metrics import LPIPS, PROTOCOL, psnr, ssim
+from srkit.ops import modcrop, quantize
 from srkit.paths import MissingDataError, data_root
 
 BENCHMARK_SETS = ("Set5", "Set14", "BSD100")

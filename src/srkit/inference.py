@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from srkit import fs, image_io
-from srkit.data.degradations import imresize
 from srkit.models import model_scale
+from srkit.ops import imresize
 
 # Default LR tile side. It costs (256 / 224)^2 = 1.31x the work of the whole image at the default overlap. Memory:
 # a 2000x2000 -> 8000x8000 upscale is the 768 MB float32 output plus one batch of tiles; `srkit upscale` on such a

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from srkit.ops import gaussian_kernel1d, quantize
 from srkit.paths import MissingDataError, data_file
 
 
@@ -33,11 +33,6 @@ PROTOCOL = protocol()
 
 # ITU-R BT.601 RGB [0, 1] -> Y [16, 235]: Y = 16 + 65.481 R + 128.553 G + 24.966 B (MATLAB rgb2ycbcr).
 _BT601_Y = (65.481, 128.553, 24.966)
-
-
-def quantize(img: torch.Tensor) -> torch.Tensor:
-    """Round [0, 1] images to the 8-bit grid (what saving the SR output as PNG does)."""
-    return (img.clamp(0, 1) * 255).round() / 255
 
 
 def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
@@ -74,12 +69,6 @@ def psnr(sr: torch.Tensor, gt: torch.Tensor, *, crop: int = 4, y_channel: bool =
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim(sr: torch.Tensor, gt: torch.Tensor, *, crop: int = 4, y_channel: bool = True) -> float:
     """SSIM of one (3, H, W) pair in [0, 1]: Wang et al. 2004, Gaussian 11x11 window, valid region, L = 255.
 
@@ -91,7 +80,7 @@ def ssim(sr: torch.Tensor, gt: torch.Tensor, *, crop: int = 4, y_channel: bool =
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     a, b = a.reshape(-1, 1, *a.shape[-2:]), b.reshape(-1, 1, *b.shape[-2:])  # channels as a batch
     n = a.shape[0]
-    g = _gaussian_1d().to(a.device)
+    g = gaussian_kernel1d(1.5, 5).to(a.device)  # 11 taps, sigma 1.5 (Wang et al. 2004)
     # The 11x11 Gaussian is separable: two 1-D passes, no padding (valid region only), all five
     # local statistics filtered in one batch. Same result as the 2-D window, ~5x less float64 work.
     stats = torch.cat([a, b, a * a, b * b, a * b])  # (5n, 1, H, W)
@@ -178,10 +167,3 @@ class LPIPS(torch.nn.Module):
             )
         out: torch.Tensor = self.model(sr.float(), gt.float(), normalize=True)
         return out.flatten()
-
-
-@dataclass(frozen=True)
-class Scores:
-    psnr: float
-    ssim: float
-    lpips: float | None = None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkit.data.degradations import imresize
+from srkit.ops import imresize
 
 
 def _conv_relu(c_in: int, c_out: int) -> list[nn.Module]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from srkit.data.degradations import imresize
+from srkit.ops import imresize
 
 
 class Bicubic(nn.Module):

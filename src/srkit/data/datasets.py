@@ -17,9 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from srkit import fs, image_io
-from srkit.data.degradations import modcrop
 from srkit.data.lowres import LowRes, Preprocess
-from srkit.metrics import quantize
+from srkit.ops import modcrop, quantize, to_uint8
 
 Image = torch.Tensor | np.ndarray  # (3, H, W) uint8: in memory, or a read-only memory map of an on-disk cache
 
@@ -35,10 +34,6 @@ class PairSet:
     lq: list[Image | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _to_uint8(img: torch.Tensor) -> torch.Tensor:
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _cache_paths(cache_dir: Path, path: Path, scale: int, recipe: str) -> tuple[Path, Path]:
@@ -86,9 +81,9 @@ def load_pairs(
                 if min(h, w) < max(min_size, scale):
                     raise ValueError(f"{w}x{h} is smaller than the {min_size}px crop")
                 gt = modcrop(rgb, scale)
-                gt_arr = _to_uint8(gt)
+                gt_arr = to_uint8(gt)
                 if not lowres.per_sample:
-                    lq_arr = _to_uint8(lowres.make(gt, torch.Generator().manual_seed(sample_seed(seed, index))))
+                    lq_arr = to_uint8(lowres.make(gt, torch.Generator().manual_seed(sample_seed(seed, index))))
                 if cached is not None:
                     gt_arr, lq_arr = _store_cached(cached, gt_arr, lq_arr)
             h, w = gt_arr.shape[-2:]
@@ -138,8 +133,8 @@ def load_paired(pairs: list[tuple[Path, Path]], *, scale: int, min_size: int = 0
         except (OSError, ValueError) as err:
             out.skipped.append((hq_path, str(err)))
             continue
-        out.gt.append(_to_uint8(gt))
-        out.lq.append(_to_uint8(lq))
+        out.gt.append(to_uint8(gt))
+        out.lq.append(to_uint8(lq))
         out.names.append(hq_path.name)
     return out
 

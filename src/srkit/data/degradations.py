@@ -14,7 +14,6 @@ On top of those sit the other degradations (blur, noise, JPEG, resize), each a p
 
 from __future__ import annotations
 
-import functools
 import math
 import types
 from collections.abc import Mapping, Sequence
@@ -26,102 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-
-def _keys_cubic(x: torch.Tensor) -> torch.Tensor:
-    """Keys' cubic convolution kernel with a = -0.5, the one MATLAB's 'bicubic' uses."""
-    ax = x.abs()
-    ax2, ax3 = ax * ax, ax * ax * ax
-    near = (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
-    far = (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
-    return near + far
-
-
-@functools.lru_cache(maxsize=64)
-def _contributions(in_len: int, out_len: int, scale: float, antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """MATLAB's contributions(): for each output pixel, the input indices (0-based) and their weights.
-
-    Returns (indices, weights), both (out_len, taps); weights are float64 and each row sums to 1.
-    """
-    kernel_width = 4.0
-    shrink = antialias and scale < 1
-    if shrink:
-        kernel_width /= scale  # widen the kernel: antialiasing when downscaling
-    x = torch.arange(1, out_len + 1, dtype=torch.float64)
-    # Output pixel x maps to input coordinate u (1-based, pixel centres at integers).
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = torch.floor(u - kernel_width / 2)
-    taps = math.ceil(kernel_width) + 2
-    indices = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # 1-based
-    dist = u[:, None] - indices
-    weights = scale * _keys_cubic(scale * dist) if shrink else _keys_cubic(dist)
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    # Symmetric padding: index -1 -> 0, in_len -> in_len - 1, ... (edge pixels repeated, as in MATLAB).
-    mirror = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
-    idx0 = mirror[(indices.long() - 1) % (2 * in_len)]
-    return idx0, weights
-
-
-def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
-    """Resize x along `dim` (-1 or -2) to out_len samples."""
-    idx, w = _contributions(x.shape[dim], out_len, scale, antialias)
-    idx, w = idx.to(x.device), w.to(device=x.device, dtype=x.dtype)
-    out: torch.Tensor | None = None
-    # One gather per tap keeps memory at one output-sized buffer (no (taps, H, W) intermediate).
-    for t in range(idx.shape[1]):
-        shape = [1] * x.dim()
-        shape[dim] = out_len
-        term = x.index_select(dim, idx[:, t]) * w[:, t].view(shape)
-        out = term if out is None else out + term
-    assert out is not None
-    return out
-
-
-def imresize(
-    img: torch.Tensor,
-    scale: float | None = None,
-    *,
-    size: tuple[int, int] | None = None,
-    antialias: bool = True,
-) -> torch.Tensor:
-    """Resize (..., H, W) like MATLAB's imresize(img, scale, 'bicubic'); give `scale` or `size` (H, W).
-
-    Float input is resized in its own dtype, unclamped (bicubic overshoots; quantise afterwards if you
-    need pixels). uint8 input is computed in float64 and rounded and clamped back to uint8, as MATLAB does.
-    """
-    if (scale is None) == (size is None):
-        raise ValueError("imresize needs exactly one of scale or size")
-    in_h, in_w = img.shape[-2:]
-    if size is not None:
-        out_h, out_w = size
-        scale_h, scale_w = out_h / in_h, out_w / in_w
-    else:
-        assert scale is not None
-        if scale <= 0:
-            raise ValueError(f"imresize scale must be positive, got {scale}")
-        out_h, out_w = math.ceil(in_h * scale), math.ceil(in_w * scale)
-        scale_h = scale_w = scale
-    if min(out_h, out_w) < 1:
-        raise ValueError(f"imresize output would be empty: {in_h}x{in_w} at scale {scale} -> {out_h}x{out_w}")
-    is_uint8 = img.dtype == torch.uint8
-    x = img.to(torch.float64) if not img.is_floating_point() else img
-    # MATLAB resizes the dimension with the smaller scale first (height first on a tie).
-    order = [(-2, out_h, scale_h), (-1, out_w, scale_w)]
-    if scale_w < scale_h:
-        order.reverse()
-    for dim, out_len, s in order:
-        if out_len != x.shape[dim] or s != 1:
-            x = _resize_dim(x, dim, out_len, s, antialias)
-    if is_uint8:
-        return x.round().clamp(0, 255).to(torch.uint8)
-    return x
-
-
-def modcrop(img: torch.Tensor, scale: int) -> torch.Tensor:
-    """Crop (..., H, W) at the bottom and right so H and W are multiples of `scale`."""
-    h, w = img.shape[-2:]
-    if h < scale or w < scale:
-        raise ValueError(f"modcrop: image {h}x{w} is smaller than the scale {scale}")
-    return img[..., : h - h % scale, : w - w % scale]
+from srkit.ops import gaussian_kernel1d, imresize, quantize, to_uint8
 
 
 def bicubic_degrade(gt: torch.Tensor, scale: int) -> torch.Tensor:
@@ -130,8 +34,7 @@ def bicubic_degrade(gt: torch.Tensor, scale: int) -> torch.Tensor:
     gt: (..., 3, H, W) float in [0, 1] with H, W multiples of `scale`. Returns lq in [0, 1], values on
     the 1/255 grid, as an LR PNG made by MATLAB would hold.
     """
-    lq = imresize(gt.to(torch.float64), 1 / scale)
-    return (lq * 255).round().clamp(0, 255).div(255).to(gt.dtype)
+    return quantize(imresize(gt.to(torch.float64), 1 / scale)).to(gt.dtype)
 
 
 # --- Composable degradations: pure functions of (image[, generator]) on float [0, 1] tensors ---
@@ -144,22 +47,6 @@ def _check_image(img: torch.Tensor, where: str) -> None:
             f"{where}: expected a float image tensor of shape (C, H, W) or (N, C, H, W), "
             f"got {img.dtype} of shape {tuple(img.shape)}"
         )
-
-
-def gaussian_kernel1d(sigma: float, radius: int | None = None, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The normalised 1-D Gaussian kernel, 2 * radius + 1 taps; radius defaults to ceil(3 * sigma)."""
-    if not sigma >= 0:  # also catches NaN
-        raise ValueError(f"gaussian blur sigma must be >= 0, got {sigma}")
-    if radius is None:
-        # 3 sigma each side keeps all but 0.27% of the mass (scikit-image truncates at 4, OpenCV 8-bit at 3).
-        radius = math.ceil(3 * sigma)
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
-        raise ValueError(f"gaussian blur radius must be an int >= 0 (kernel of 2 * radius + 1 taps), got {radius!r}")
-    if sigma == 0 or radius == 0:
-        return torch.ones(1, dtype=dtype)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(x * x) / (2 * sigma * sigma))
-    return (k / k.sum()).to(dtype)
 
 
 def gaussian_blur(img: torch.Tensor, *, sigma: float, radius: int | None = None) -> torch.Tensor:
@@ -203,7 +90,7 @@ def jpeg(img: torch.Tensor, *, quality: int) -> torch.Tensor:
     if img.shape[-3] != 3:
         raise ValueError(f"jpeg: expected 3 (RGB) channels, got shape {tuple(img.shape)}")
     batch = img.reshape(-1, *img.shape[-3:])
-    q = (batch.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    q = to_uint8(batch.detach()).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for arr in q:  # (H, W, 3) uint8
         buffer = BytesIO()
@@ -434,4 +321,4 @@ def apply_pipeline(
     for step in sample_params(steps, generator):
         x = _apply_step(x, step, scale=scale, generator=generator)
     # The same rounding as bicubic_degrade: what an LR PNG would hold.
-    return (x * 255).round().clamp(0, 255).div(255).to(gt.dtype)
+    return quantize(x).to(gt.dtype)

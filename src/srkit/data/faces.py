@@ -27,7 +27,7 @@ import cv2
 import torch
 
 from srkit import image_io
-from srkit.data.degradations import imresize
+from srkit.ops import imresize
 
 Box = tuple[int, int, int, int]  # (x, y, w, h) in pixels: left, top, width, height (OpenCV's order)
 Detector = Callable[[torch.Tensor], Sequence[Box]]  # (3, H, W) float RGB in [0, 1] -> face boxes

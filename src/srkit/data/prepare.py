@@ -12,9 +12,8 @@ import torch
 
 from srkit import fs, image_io
 from srkit.data.datasets import sample_seed
-from srkit.data.degradations import modcrop
 from srkit.data.lowres import LowRes, Preprocess
-from srkit.metrics import quantize
+from srkit.ops import modcrop, quantize
 
 
 @dataclass

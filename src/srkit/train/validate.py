@@ -13,9 +13,9 @@ from torchvision.utils import make_grid
 
 from srkit import image_io
 from srkit.data.datasets import PairSet, as_tensor
-from srkit.data.degradations import imresize
 from srkit.evaluate import ImageScore, score_pair, summarize, write_rows_csv
 from srkit.metrics import LPIPS
+from srkit.ops import imresize
 from srkit.train.logger import RunLogger
 
 METRIC_BETTER: dict[str, Callable[[float, float], float]] = {"psnr": max, "ssim": max, "lpips": min}

@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from srkit.evaluate import format_table, resolve_set, score_folder, summarize
+from srkit.evaluate import resolve_set, score_folder, summarize, summary_table
 from srkit.metrics import LPIPS
 from srkit.models import load_model
 from srkit.paths import data_file
@@ -92,7 +92,7 @@ def main() -> None:
         for s in args.sets.split(","):
             set_name, folder = resolve_set(s)
             rows += list(score_folder(model, set_name, folder, scale=4, device=device, lpips_model=lpips_model))
-        console.print(format_table(summarize(rows), title=label))
+        console.print(summary_table(summarize(rows), title=label))
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from PIL import Image
 from torch import nn
 
 from srkit import image_io
+from srkit.batch import upscale_files
 from srkit.cli import main
 from srkit.inference import (
     OVERLAP,
     TileOptions,
     blend_window,
     tile_starts,
-    upscale_files,
     upscale_tiled,
 )
 from srkit.models import build_generator, save_weights

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from srkit.archs import Bicubic, SRResNet
 from srkit.models import (
-    FORMAT_VERSION,
+    WEIGHTS_FORMAT,
     available_models,
     build_generator,
     load_model,
@@ -90,7 +90,7 @@ def test_metadata(tmp_path: Path) -> None:
     meta = read_metadata(path)
     assert meta["arch"] == "srresnet"
     assert json.loads(meta["arch_kwargs"]) == TINY
-    assert meta["srkit_format"] == FORMAT_VERSION
+    assert meta["srkit_format"] == WEIGHTS_FORMAT
     assert meta["step"] == "7"
 
 

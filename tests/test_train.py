@@ -35,7 +35,7 @@ from srkit.train import loop
 from srkit.train.logger import TRAIN_FIELDS
 from srkit.train.loop import fit
 from srkit.train.schedule import ema_avg_fn
-from srkit.train.state import FORMAT_VERSION, load_checkpoint
+from srkit.train.state import CHECKPOINT_FORMAT, load_checkpoint
 from srkit.train.validate import ValResult, update_best
 from testkit import smooth_rgb, tiny_recipe
 
@@ -158,7 +158,7 @@ def test_stage1_writes_every_artifact(stage1: tuple[Config, Path]) -> None:
         assert tuple(grid.shape) == (3, 2 * 48 + 3 * 2, 4 * 48 + 5 * 2)
 
     ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
-    assert ckpt["format_version"] == FORMAT_VERSION
+    assert ckpt["format_version"] == CHECKPOINT_FORMAT
     assert ckpt["step"] == 4
     assert ckpt["config"] == config.model_dump(mode="json")
     for key in ("net_g", "opt_g", "sched_g", "scaler", "rng", "best"):

@@ -52,7 +52,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from srkit.device import pick_device
-    from srkit.evaluate import format_table, score_folder, summarize, write_rows_csv, write_summary_json
+    from srkit.evaluate import score_folder, summarize, summary_table, write_rows_csv, write_summary_json
     from srkit.metrics import LPIPS, protocol
     from srkit.models import load_model, model_scale
 
@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "failed": [{"image": str(p), "reason": r} for p, r in failed],
             },
         )
-        console.print(format_table(summary, title=f"{args.model} x{scale}", protocol_text=text))
+        console.print(summary_table(summary, title=f"{args.model} x{scale}", protocol_text=text))
         console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
     return _report_failed("image(s) could not be scored (left out of the means)", failed)
 
@@ -151,8 +151,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srkit import fs
+    from srkit.batch import upscale_files
     from srkit.device import pick_device
-    from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels, upscale_files
+    from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels
     from srkit.models import default_model
 
     if args.model is None:
@@ -273,7 +274,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(total: int, label: str) -> Any:
+def _progress_bar(label: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
@@ -361,7 +362,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         parts = {"": images}
     skipped: list[tuple[Path, str]] = []
     for part, files in parts.items():
-        with _progress_bar(len(files), f"prepare {part or out.name}") as progress:
+        with _progress_bar(f"prepare {part or out.name}") as progress:
             task = progress.add_task("prepare", total=len(files))
             report = prepare_pairs(
                 files,
@@ -450,7 +451,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """srkit compare MODEL|WEIGHTS|RUN_DIR ...: one table (compare.md, compare.csv) and figures."""
     from rich.progress import Progress
 
-    from srkit.compare import compare_models, format_table, parse_models, write_outputs
+    from srkit.compare import compare_models, comparison_table, parse_models, write_outputs
     from srkit.device import pick_device
     from srkit.evaluate import benchmark_images
     from srkit.metrics import LPIPS
@@ -478,7 +479,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             on_image=functools.partial(_advance, progress, task),
         )
     write_outputs(result, out_dir)
-    console.print(format_table(result))
+    console.print(comparison_table(result))
     console.print(
         f"table: {out_dir / 'compare.md'}  long CSV: {out_dir / 'compare.csv'}  figures: {out_dir / 'figures'}"
     )
@@ -543,7 +544,7 @@ def cmd_viz_features(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """srkit summary MODEL [--input HxW]: layer table, totals, markdown and a block diagram."""
-    from srkit.summary import format_table, parse_size, run_summary
+    from srkit.summary import model_table, parse_size, run_summary
 
     summary, paths = run_summary(
         args.model,
@@ -553,7 +554,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         scale=args.scale,
     )
     console = _console()
-    console.print(format_table(summary))
+    console.print(model_table(summary))
     console.print("wrote " + "  ".join(str(p) for p in paths))
     return 0
 

@@ -252,7 +252,7 @@ def markdown(result: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_table(result: Comparison) -> Any:
+def comparison_table(result: Comparison) -> Any:
     """The same table for the terminal (rich), the protocol on a line under it."""
     from rich.console import Group
     from rich.table import Table

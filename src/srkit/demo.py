@@ -9,10 +9,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from srkit import image_io
+from srkit.batch import upscale_files
 from srkit.data.degradations import bicubic_degrade
 from srkit.device import pick_device
-from srkit.evaluate import ImageScore, format_table, score_pair, summarize, write_rows_csv, write_summary_json
-from srkit.inference import upscale_files
+from srkit.evaluate import ImageScore, score_pair, summarize, summary_table, write_rows_csv, write_summary_json
 from srkit.metrics import LPIPS, PROTOCOL
 from srkit.models import load_model, model_scale
 from srkit.ops import modcrop, quantize
@@ -96,6 +96,6 @@ def run_demo(
         montage_rows[name].append(("HR", hr_dir / f"{name}.png"))
     write_summary_json(out_dir / "summary.json", {"scale": scale, "protocol": PROTOCOL, "models": summaries})
     _montage(list(montage_rows.values()), out_dir / "comparison.png")
-    console.print(format_table(summaries, title=f"srkit demo: scikit-image sample photos, x{scale}"))  # type: ignore[arg-type]
+    console.print(summary_table(summaries, title=f"srkit demo: scikit-image sample photos, x{scale}"))  # type: ignore[arg-type]
     console.print(f"outputs in {out_dir}/ (hr, lr, sr/<model>, comparison.png, summary.json)")
     return summaries

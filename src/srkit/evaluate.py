@@ -200,7 +200,7 @@ def write_summary_json(path: Path, summary: dict[str, Any]) -> None:
     _atomic_text(path, json.dumps(summary, indent=2, allow_nan=True) + "\n")
 
 
-def format_table(
+def summary_table(
     summary: dict[str, dict[str, float | int | None]], *, title: str, protocol_text: str = PROTOCOL
 ) -> Any:
     """A rich Table of mean +- std per set, captioned with the metric protocol."""

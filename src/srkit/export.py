@@ -30,7 +30,7 @@ from torch import nn
 
 from srkit import fs
 from srkit.archs import Bicubic
-from srkit.models import FORMAT_VERSION, load_model, model_scale, read_metadata, save_weights, shipped_models
+from srkit.models import WEIGHTS_FORMAT, load_model, model_scale, read_metadata, save_weights, shipped_models
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
@@ -65,7 +65,7 @@ def describe_model(name_or_path: str | Path, *, scale: int | None = None) -> dic
     arch_kwargs = json.loads(meta.get("arch_kwargs", "{}"))
     out = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
     out.update(
-        srkit_format=FORMAT_VERSION,
+        srkit_format=WEIGHTS_FORMAT,
         arch=meta["arch"],
         arch_kwargs=json.dumps(arch_kwargs),
         scale=str(arch_kwargs.get("scale", scale or 4)),

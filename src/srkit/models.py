@@ -16,7 +16,7 @@ from torch import nn
 from srkit import fs
 from srkit.archs import GENERATORS
 
-FORMAT_VERSION = "1"
+WEIGHTS_FORMAT = "1"  # the srkit_format metadata of a .safetensors export
 # Upscaling factors srkit accepts: x1 (restoration) to x16; beyond that no architecture here is meant to go.
 MAX_SCALE = 16
 # Models shipped with the package: name -> file in src/srkit/weights (filled in by trained releases).
@@ -43,7 +43,7 @@ def save_weights(
 ) -> Path:
     """Write model weights and the arch needed to rebuild them to a safetensors file, atomically."""
     path = Path(path)
-    metadata = {"srkit_format": FORMAT_VERSION, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs)}
+    metadata = {"srkit_format": WEIGHTS_FORMAT, "arch": arch, "arch_kwargs": json.dumps(arch_kwargs)}
     metadata.update(meta or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fs.atomic_write(path, safetensors.torch.save(tensors, metadata=metadata))

@@ -313,7 +313,7 @@ def markdown(summary: ModelSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_table(summary: ModelSummary) -> Any:
+def model_table(summary: ModelSummary) -> Any:
     """The layer table and, under it, the totals: rich renderables for the terminal."""
     from rich.console import Group
     from rich.table import Table

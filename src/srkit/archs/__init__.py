@@ -7,10 +7,10 @@ from torch import nn
 from srkit.archs.autoencoder import ConvAutoencoder
 from srkit.archs.bicubic import Bicubic
 from srkit.archs.esrgan_discriminator import ESRGANDiscriminator
+from srkit.archs.pixelshuffle import PixelShuffleGenerator
 from srkit.archs.rrdbnet import RRDBNet
 from srkit.archs.srgan_discriminator import SRGANDiscriminator
 from srkit.archs.srresnet import SRResNet
-from srkit.archs.vanilla_gan import PixelShuffleGenerator
 from srkit.archs.vgg import VGGFeatures
 
 GENERATORS: dict[str, type[nn.Module]] = {

@@ -116,7 +116,7 @@ def _store_cached(cached: tuple[Path, Path], gt: torch.Tensor, lq: Image | None)
     return np.load(cached[0], mmap_mode="r"), (np.load(cached[1], mmap_mode="r") if lq is not None else None)
 
 
-def load_paired(pairs: list[tuple[Path, Path]], *, scale: int, min_size: int = 0) -> PairSet:
+def load_pair_folders(pairs: list[tuple[Path, Path]], *, scale: int, min_size: int = 0) -> PairSet:
     """Pairs from HQ/LQ files as they are (no degradation here); LQ must be HQ / scale after modcrop."""
     out = PairSet()
     for hq_path, lq_path in pairs:

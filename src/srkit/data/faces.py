@@ -105,7 +105,7 @@ def _default_detector() -> Detector:
     return haar_detector()
 
 
-def _check_rgb(img: torch.Tensor, where: str) -> None:
+def _require_float_rgb(img: torch.Tensor, where: str) -> None:
     """Raise unless img is a float (3, H, W) tensor."""
     if img.ndim != 3 or img.shape[0] != 3 or not img.is_floating_point():
         raise ValueError(f"{where}: expected a float RGB image of shape (3, H, W), got {img.dtype} {tuple(img.shape)}")
@@ -113,7 +113,7 @@ def _check_rgb(img: torch.Tensor, where: str) -> None:
 
 def face_box(img: torch.Tensor, *, detector: Detector | None = None) -> Box | None:
     """The largest detected face as (x, y, w, h) clipped to the image, or None when there is none."""
-    _check_rgb(img, "face_box")
+    _require_float_rgb(img, "face_box")
     h, w = img.shape[-2:]
     boxes = []
     for x, y, bw, bh in (detector or _default_detector())(img):
@@ -195,7 +195,7 @@ def face_crop(
             `generator` (needed when jitter > 0); the face stays inside the window.
         size: resize the square to size x size with MATLAB bicubic (antialiased), clamped to [0, 1].
     """
-    _check_rgb(img, "face_crop")
+    _require_float_rgb(img, "face_crop")
     if not 0 <= jitter <= 1:
         raise ValueError(f"face_crop: jitter must be in [0, 1] (a fraction of the face side), got {jitter}")
     if jitter > 0 and generator is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from srkit import fs
 from srkit.config import DataConfig
-from srkit.data.datasets import PairSet, load_paired, load_pairs
+from srkit.data.datasets import PairSet, load_pair_folders, load_pairs
 from srkit.data.lowres import LowRes, hr_preprocess
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 from srkit.paths import MissingDataError, data_root
@@ -83,7 +83,7 @@ def build_pairs(
         cache_dir=cache_dir,
     )
     if sources.train_pairs:
-        paired = load_paired(sources.train_pairs, scale=scale, min_size=cfg.gt_size)
+        paired = load_pair_folders(sources.train_pairs, scale=scale, min_size=cfg.gt_size)
         train.gt += paired.gt
         train.lq += paired.lq
         train.names += paired.names

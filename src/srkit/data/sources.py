@@ -15,11 +15,6 @@ T = TypeVar("T")
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def folder_images(folders: Sequence[str | Path], *, recursive: bool = True) -> list[Path]:
-    """Every image file under the folders (sorted per folder), or FileNotFoundError naming a missing one."""
-    return fs.list_images(folders, recursive=recursive)
-
-
 def read_file_list(path: str | Path) -> list[Path]:
     """A text file with one image path per line (relative paths are relative to the list's folder; # comments)."""
     path = Path(path)

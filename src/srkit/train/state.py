@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel
 from srkit import fs
 from srkit.train.step import unwrap
 
-FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = 1  # the format_version of latest.pt
 
 
 def rng_state() -> dict[str, Any]:
@@ -59,7 +59,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Serialise to memory, then write atomically: a crash never leaves a half-written checkpoint."""
     buffer = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+    torch.save({"format_version": CHECKPOINT_FORMAT, **state}, buffer)
     fs.atomic_write(path, buffer.getvalue())
 
 
@@ -73,8 +73,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except Exception as err:  # truncated files and foreign pickles fail in several ways
         raise ValueError(f"{path}: not a readable srkit checkpoint ({err})") from err
     version = ckpt.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {version!r}, this srkit reads format {FORMAT_VERSION}")
+    if version != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {version!r}, this srkit reads format {CHECKPOINT_FORMAT}")
     return ckpt
 
 
@@ -175,7 +175,7 @@ class Checkpoint:
     log_window: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"format_version": CHECKPOINT_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "checkpoint") -> Checkpoint:

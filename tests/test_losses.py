@@ -1,0 +1,85 @@
+"""Each GAN loss against values worked out by hand from its formula (plain math, not torch's BCE)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from srkit.losses import ADVERSARIAL, pixel_loss
+
+REAL = [2.0, -1.0]  # D's logits for two real images
+FAKE = [0.5, -0.5]  # and for two generated ones
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def _bce(logits: list[float], target: float) -> float:
+    """Mean binary cross-entropy of sigmoid(logits) against a constant target, from its definition."""
+    out = []
+    for z in logits:
+        p = 1 / (1 + math.exp(-z))
+        out.append(-(target * math.log(p) + (1 - target) * math.log(1 - p)))
+    return sum(out) / len(out)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _hand(name: str) -> tuple[float, float]:
+    """(D loss, G loss) for REAL / FAKE logits."""
+    if name == "vanilla":
+        # D: -log D(x) - log(1 - D(G(z))); G: the non-saturating -log D(G(z)) (Goodfellow et al. 2014).
+        d = _mean([_softplus(-r) for r in REAL]) + _mean([_softplus(f) for f in FAKE])
+        return d, _mean([_softplus(-f) for f in FAKE])
+    if name == "lsgan":
+        # Mao et al. 2017 with a = 0, b = c = 1: D pushes real to 1 and fake to 0, G pushes fake to 1.
+        d = 0.5 * (_mean([(r - 1) ** 2 for r in REAL]) + _mean([f**2 for f in FAKE]))
+        return d, 0.5 * _mean([(f - 1) ** 2 for f in FAKE])
+    if name == "ragan":
+        # ESRGAN eq. 1-2: D_Ra(x, y) = sigmoid(C(x) - mean C(y)); G swaps the targets.
+        rel_real = [r - _mean(FAKE) for r in REAL]
+        rel_fake = [f - _mean(REAL) for f in FAKE]
+        d = 0.5 * (_bce(rel_real, 1.0) + _bce(rel_fake, 0.0))
+        g = 0.5 * (_bce(rel_real, 0.0) + _bce(rel_fake, 1.0))
+        return d, g
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "lsgan", "ragan"])
+def test_adversarial_losses_match_their_formulas(name: str) -> None:
+    d_loss, g_loss = ADVERSARIAL[name]
+    real, fake = torch.tensor(REAL, dtype=torch.float64), torch.tensor(FAKE, dtype=torch.float64)
+    want_d, want_g = _hand(name)
+    assert d_loss(real, fake).item() == pytest.approx(want_d, rel=1e-12)
+    assert g_loss(real, fake).item() == pytest.approx(want_g, rel=1e-12)
+
+
+def test_every_adversarial_loss_is_checked() -> None:
+    assert sorted(ADVERSARIAL) == ["lsgan", "ragan", "vanilla"]  # a new one needs its formula above
+
+
+# An undecided D vs a confident, correct one: logits 0 vs far apart, or (LSGAN regresses its outputs on the
+# targets 1 and 0) outputs 0.5 vs the targets themselves.
+@pytest.mark.parametrize(
+    ("name", "undecided", "real", "fake"),
+    [("vanilla", 0.0, 3.0, -3.0), ("lsgan", 0.5, 1.0, 0.0), ("ragan", 0.0, 3.0, -3.0)],
+)
+def test_a_confident_discriminator_wins(name: str, undecided: float, real: float, fake: float) -> None:
+    d_loss, g_loss = ADVERSARIAL[name]
+    mid = torch.full((4,), undecided)
+    sure_real, sure_fake = torch.full((4,), real), torch.full((4,), fake)
+    assert d_loss(sure_real, sure_fake).item() < d_loss(mid, mid).item()
+    assert g_loss(sure_real, sure_fake).item() > g_loss(mid, mid).item()  # the generator is being caught
+
+
+def test_pixel_losses() -> None:
+    sr, gt = torch.tensor([0.0, 0.5, 1.0]), torch.tensor([0.25, 0.5, 0.0])
+    assert pixel_loss("l1")(sr, gt).item() == pytest.approx((0.25 + 0 + 1) / 3)
+    assert pixel_loss("mse")(sr, gt).item() == pytest.approx((0.0625 + 0 + 1) / 3)
+    with pytest.raises(ValueError, match="l1"):
+        pixel_loss("huber")

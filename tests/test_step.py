@@ -1,0 +1,81 @@
+"""train.step: each half of a GAN step alone, what it may and may not touch, and the NaN guard."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srkit.archs import SRGANDiscriminator, SRResNet
+from srkit.losses import ADVERSARIAL
+from srkit.train.step import Objective, discriminator_step, generate_fakes, generator_step
+
+
+def _nets() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net_g = SRResNet(width=8, num_blocks=1)
+    net_d = SRGANDiscriminator(channels=(8, 8, 16, 16), hidden=16)
+    lq, gt = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    return net_g, net_d, lq, gt
+
+
+def _same(a: nn.Module, b: nn.Module, *, buffers: bool = True) -> bool:
+    pick = (lambda m: m.state_dict().values()) if buffers else (lambda m: [p.detach() for p in m.parameters()])
+    return all(torch.equal(x, y) for x, y in zip(pick(a), pick(b), strict=True))
+
+
+def test_generator_step_moves_g_only() -> None:
+    net_g, net_d, lq, gt = _nets()
+    d_before, g_before = copy.deepcopy(net_d), copy.deepcopy(net_g)
+    _, g_loss = ADVERSARIAL["vanilla"]
+    objective = Objective(pixel=F.l1_loss, g_adversarial=g_loss, adversarial_weight=0.001)
+    sr, logs, bad = generator_step(
+        net_g, torch.optim.Adam(net_g.parameters(), 1e-3), lq, gt, objective=objective, net_d=net_d
+    )
+    assert bad is None and sr.shape == gt.shape
+    assert set(logs) == {"l_pix", "l_adv", "loss_g"}
+    assert logs["loss_g"] == pytest.approx(logs["l_pix"] + logs["l_adv"], rel=1e-6)
+    assert not _same(net_g, g_before)
+    # D judged and was not trained: same weights, no gradients (its BatchNorm statistics did see the fakes,
+    # as D is in training mode, the same as in SRGAN's reference training).
+    assert _same(net_d, d_before, buffers=False) and all(p.grad is None for p in net_d.parameters())
+    assert all(p.requires_grad for p in net_d.parameters())  # and trainable again afterwards
+
+
+def test_discriminator_step_moves_d_only() -> None:
+    net_g, net_d, lq, gt = _nets()
+    sr = net_g(lq)  # with a graph back to G, as after a generator step
+    d_before = copy.deepcopy(net_d)
+    d_loss, _ = ADVERSARIAL["vanilla"]
+    logs, bad = discriminator_step(net_d, torch.optim.Adam(net_d.parameters(), 1e-3), sr, gt, d_loss=d_loss)
+    assert bad is None and set(logs) == {"loss_d", "d_real", "d_fake"}
+    assert 0 < logs["d_real"] < 1 and 0 < logs["d_fake"] < 1
+    assert not _same(net_d, d_before)
+    assert all(p.grad is None for p in net_g.parameters())  # sr was detached: D's loss never reaches G
+
+
+def test_a_nonfinite_term_is_reported_and_not_applied() -> None:
+    net_g, _, lq, gt = _nets()
+    before = copy.deepcopy(net_g)
+
+    def broken(sr: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(sr, target) * float("nan")
+
+    _, logs, bad = generator_step(
+        net_g, torch.optim.Adam(net_g.parameters(), 1e-3), lq, gt, objective=Objective(pixel=broken)
+    )
+    assert bad == "l_pix" and logs["l_pix"] != logs["l_pix"]  # NaN
+    # No optimizer step: the weights are as they were. (The forward pass did update BatchNorm's running
+    # statistics; the loop never saves them from a bad step: it stops or rolls back to latest.pt.)
+    assert _same(net_g, before, buffers=False)
+
+
+def test_generate_fakes_keeps_batchnorm_statistics() -> None:
+    net_g, _, lq, _ = _nets()
+    before = copy.deepcopy(net_g)
+    fakes = generate_fakes(net_g, lq)
+    assert fakes.shape == (2, 3, 32, 32) and not fakes.requires_grad
+    assert _same(net_g, before) and net_g.training  # running stats unchanged, mode restored

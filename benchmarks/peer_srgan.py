@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from srkit.evaluate import resolve_set, score_folder, summarize, summary_table
+from srkit.evaluate import evaluate_sets, resolve_set, summary_table
 from srkit.metrics import LPIPS
 from srkit.models import load_model
 from srkit.paths import data_file
@@ -88,11 +88,9 @@ def main() -> None:
     for name in (m for m in args.models.split(",") if m):
         models[name] = load_model(name)
     for label, model in models.items():
-        rows = []
-        for s in args.sets.split(","):
-            set_name, folder = resolve_set(s)
-            rows += list(score_folder(model, set_name, folder, scale=4, device=device, lpips_model=lpips_model))
-        console.print(summary_table(summarize(rows), title=label))
+        sets = [resolve_set(s) for s in args.sets.split(",")]
+        result = evaluate_sets(model, sets, scale=4, device=device, lpips_model=lpips_model)
+        console.print(summary_table(result.summary, title=label))
 
 
 if __name__ == "__main__":

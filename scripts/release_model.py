@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from srkit.device import pick_device
-from srkit.evaluate import BENCHMARK_SETS, resolve_set, score_folder, summarize
+from srkit.evaluate import BENCHMARK_SETS, SetSummary, evaluate_sets, resolve_set
 from srkit.metrics import LPIPS, PROTOCOL
 from srkit.models import SHIPPED_DIR, load_model, read_metadata, save_weights
 
@@ -72,12 +72,12 @@ def _strings(value: object) -> list[str]:
 
 def evaluate(
     model_name: str, lpips_model: LPIPS, device: torch.device, sets: list[tuple[str, Path]]
-) -> dict[str, dict[str, float | int | None]]:
+) -> dict[str, SetSummary]:
     model = load_model(model_name, device=device)
-    rows = []
-    for name, folder in sets:
-        rows += list(score_folder(model, name, folder, scale=4, device=device, lpips_model=lpips_model))
-    return summarize(rows)
+    result = evaluate_sets(model, sets, scale=4, device=device, lpips_model=lpips_model)
+    if result.failed:
+        raise ValueError(f"{model_name}: {len(result.failed)} image(s) could not be scored: {result.failed[:3]}")
+    return result.summary
 
 
 def _fp16_within_one_level(model: torch.nn.Module, sets: list[tuple[str, Path]]) -> float:
@@ -177,7 +177,7 @@ def main() -> None:
         "|---|" + "---:|" * len(names),
     ]
     for m, res in results.items():
-        cells = [f"{res[s]['psnr_mean']:.2f} / {res[s]['ssim_mean']:.4f} / {res[s]['lpips_mean']:.4f}" for s in names]
+        cells = [f"{res[s].psnr_mean:.2f} / {res[s].ssim_mean:.4f} / {res[s].lpips_mean:.4f}" for s in names]
         table.append(f"| {m} | " + " | ".join(cells) + " |")
 
     runs = [Path(r) for r in args.extra_runs.split(",") if r] + [args.run]

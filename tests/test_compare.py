@@ -12,7 +12,7 @@ from PIL import Image
 
 from srkit.cli import main
 from srkit.compare import parse_models
-from srkit.evaluate import score_folder, summarize
+from srkit.evaluate import evaluate_sets
 from srkit.metrics import LPIPS, PROTOCOL
 from srkit.models import build_generator, load_model, save_weights
 from srkit.viz import CAPTION, DPI, PAD, PANEL, TITLE, crop_size, pick_crop
@@ -123,24 +123,13 @@ def test_compare_writes_table_csv_and_figures(
     }
     for label, source in sources.items():
         model = load_model(source)
-        direct_rows = [
-            row
-            for set_name in ("Tiny", "Wide")
-            for row in score_folder(
-                model,
-                set_name,
-                data / "benchmarks" / set_name,
-                scale=4,
-                device=torch.device("cpu"),
-                lpips_model=None,
-            )
-        ]
-        direct = summarize(direct_rows)
+        sets = [(name, data / "benchmarks" / name) for name in ("Tiny", "Wide")]
+        direct = evaluate_sets(model, sets, scale=4, device=torch.device("cpu"), lpips_model=None).summary
         for r in (r for r in rows if r["model"] == label):
             entry = direct[r["set"]]
-            assert float(r["mean"]) == entry[f"{r['metric']}_mean"]
-            assert float(r["std"]) == entry[f"{r['metric']}_std"]
-            assert int(r["n"]) == entry["images"] == (2 if r["set"] == "Tiny" else 1)
+            assert float(r["mean"]) == entry.mean(r["metric"])
+            assert float(r["std"]) == entry.std(r["metric"])
+            assert int(r["n"]) == entry.images == (2 if r["set"] == "Tiny" else 1)
     per_image = _read_csv(out / "per_image.csv")
     assert len(per_image) == len(labels) * 3
 
@@ -182,14 +171,10 @@ def test_compare_labels_and_lpips(tmp_path: Path, data_dir: Path) -> None:
     rows = {(r["model"], r["metric"]): float(r["mean"]) for r in _read_csv(out / "compare.csv")}
     assert set(rows) == {("bic", "psnr"), ("bic", "ssim"), ("bic", "lpips")}
     lpips_model = LPIPS("alex", data_dir=data_dir)
-    direct = summarize(
-        list(
-            score_folder(
-                load_model("bicubic"), "hr", folder, scale=4, device=torch.device("cpu"), lpips_model=lpips_model
-            )
-        )
-    )
-    assert rows[("bic", "lpips")] == pytest.approx(direct["hr"]["lpips_mean"], rel=1e-6)
+    direct = evaluate_sets(
+        load_model("bicubic"), [("hr", folder)], scale=4, device=torch.device("cpu"), lpips_model=lpips_model
+    ).summary
+    assert rows[("bic", "lpips")] == pytest.approx(direct["hr"].lpips_mean, rel=1e-6)
     assert "hr LPIPS ↓" in (out / "compare.md").read_text()
     assert not (out / "figures").exists()
 

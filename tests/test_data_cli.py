@@ -13,7 +13,7 @@ from srkit import image_io
 from srkit.cli import main
 from srkit.config import DataConfig, load_config
 from srkit.data.datasets import PatchDataset
-from srkit.data.pipeline import build_pairs, gather_sources
+from testkit import pairs_for, sources_for
 
 
 def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
@@ -69,15 +69,15 @@ def _data_config(tmp_path: Path, *overrides: str) -> DataConfig:
 
 def test_random_degradation_is_drawn_per_sample(hr: Path, tmp_path: Path) -> None:
     data = _data_config(tmp_path, f"data.train=[{hr}]", f"data.val={hr}", "data.degradation=realistic")
-    sources = gather_sources(data, None)
-    train, _val, lowres = build_pairs(data, sources, scale=4, seed=0, cache_dir=None)
+    sources = sources_for(data, None)
+    train, _val, lowres = pairs_for(data, sources)
     assert lowres.per_sample and len(train.gt) == 10 and [p.name for p, _ in train.skipped] == ["broken.png"]
     assert train.lq == [None] * 10  # no LR is stored: each patch gets its own
     ds = PatchDataset(train, scale=4, gt_size=32, seed=0, lowres=lowres)
     a, b = ds[3], ds[3]
     assert torch.equal(a[0], b[0])  # a function of (seed, index)
     bicubic = _data_config(tmp_path, f"data.train=[{hr}]", f"data.val={hr}")
-    plain, _val, _ = build_pairs(bicubic, gather_sources(bicubic, None), scale=4, seed=0, cache_dir=None)
+    plain, _val, _ = pairs_for(bicubic, sources_for(bicubic, None))
     clean = PatchDataset(plain, scale=4, gt_size=32, seed=0)[3]
     assert torch.equal(a[1], clean[1]) and not torch.equal(a[0], clean[0])  # same HR patch, noisy/JPEG LR
     with pytest.raises(ValueError, match="lowres"):
@@ -86,14 +86,14 @@ def test_random_degradation_is_drawn_per_sample(hr: Path, tmp_path: Path) -> Non
 
 def test_split_validation_and_paired_training(hr: Path, tmp_path: Path) -> None:
     data = _data_config(tmp_path, f"data.train=[{hr}]", "data.val=split", "data.split=[0.8, 0.2, 0.0]")
-    sources = gather_sources(data, None)
+    sources = sources_for(data, None)
     assert len(sources.train_files) + len(sources.val_files) == 11 and len(sources.val_files) == 2
     assert not set(sources.train_files) & set(sources.val_files)
     # HQ/LQ pair folders are used as they are.
     assert main(["data", "prepare", str(hr), "-o", str(tmp_path / "pairs")]) == 1
     paired = _data_config(tmp_path, f"data.train=[{tmp_path / 'pairs'}]", f"data.val={hr}")
-    src = gather_sources(paired, None)
-    train, _, _ = build_pairs(paired, src, scale=4, seed=0, cache_dir=None)
+    src = sources_for(paired, None)
+    train, _, _ = pairs_for(paired, src)
     assert len(src.train_pairs) == 10 and len(train.gt) == 10
     assert torch.equal(
         torch.as_tensor(train.lq[0]), (image_io.read_rgb(tmp_path / "pairs/LQ/00000.png") * 255).round().byte()

@@ -16,6 +16,7 @@ from srkit.data.lowres import LowRes
 from srkit.data.prepare import prepare_pairs
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 from srkit.ops import modcrop
+from testkit import sources_for
 
 
 def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
@@ -191,7 +192,6 @@ def test_split_by_folder_and_by_regex(tmp_path: Path) -> None:
 
 def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
     from srkit.config import load_config
-    from srkit.data.pipeline import gather_sources
 
     images = tmp_path / "celeba" / "img_align_celeba"
     for i in range(1, 7):
@@ -206,7 +206,7 @@ def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
         "data.group_by=null",
     ]
     config = load_config(Path(__file__).parents[1] / "configs" / "srresnet_faces_x4.yaml", overrides)
-    sources = gather_sources(config.data, None)
+    sources = sources_for(config.data, None)
     assert [p.name for p in sources.train_files] == ["000001.png", "000002.png", "000003.png"]
     assert [p.name for p in sources.val_files] == ["000004.png", "000005.png"]  # the official val part
     assert sources.val_name == "partition-val"
@@ -214,11 +214,10 @@ def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
 
 def test_face_recipe_splits_lfw_by_identity(data_dir: Path) -> None:
     from srkit.config import load_config
-    from srkit.data.pipeline import gather_sources
 
     config = load_config(Path(__file__).parents[1] / "configs" / "srresnet_faces_x4.yaml")
     assert config.data.group_by == "lfw" and config.data.val == "split"
-    sources = gather_sources(config.data, data_dir)
+    sources = sources_for(config.data, data_dir)
     key = group_key("lfw")
     assert key is not None
     train = {key(p) for p in sources.train_files}

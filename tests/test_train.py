@@ -30,6 +30,7 @@ from srkit.config import Config, load_config
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs, sample_seed
 from srkit.data.degradations import bicubic_degrade
 from srkit.data.lowres import LowRes
+from srkit.evaluate import SetSummary
 from srkit.models import load_model, read_metadata
 from srkit.train import loop
 from srkit.train.logger import TRAIN_FIELDS
@@ -443,10 +444,8 @@ SCRIPTED_SCORES = [  # (psnr, ssim, lpips) per validation, steps 1..5
 ]
 
 
-def _summary(psnr: float, ssim: float, lpips: float) -> dict[str, float | int | None]:
-    summary: dict[str, float | int | None] = {"images": 1, "psnr_mean": psnr, "psnr_std": 0.0}
-    summary.update(ssim_mean=ssim, ssim_std=0.0, lpips_mean=lpips, lpips_std=0.0)
-    return summary
+def _summary(psnr: float, ssim: float, lpips: float) -> SetSummary:
+    return SetSummary(1, psnr, 0.0, ssim, 0.0, lpips, 0.0)
 
 
 def test_update_best_rules() -> None:

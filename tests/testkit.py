@@ -59,3 +59,34 @@ def tiny_recipe(out_dir: Path, images: dict[str, Path], name: str = "run", **ext
     }
     base.update({k.replace("__", "."): v for k, v in extra.items()})
     return [f"{k}={json.dumps(v)}" for k, v in base.items()]  # JSON is YAML: paths and lists survive quoting
+
+
+def sources_for(d: Any, data_dir: Any = None) -> Any:
+    """gather_sources with a DataConfig's settings, as train.loop passes them."""
+    from srkit.data.pipeline import gather_sources
+
+    return gather_sources(
+        d.train,
+        d.val,
+        data_dir=data_dir,
+        split_ratios=d.split,
+        split_seed=d.split_seed,
+        group_by=d.group_by,
+        partition_file=d.partition_file,
+    )
+
+
+def pairs_for(d: Any, sources: Any, *, scale: int = 4, seed: int = 0) -> Any:
+    """build_pairs with a DataConfig's settings (no disk cache), as train.loop passes them."""
+    from srkit.data.pipeline import build_pairs
+
+    return build_pairs(
+        sources,
+        scale=scale,
+        seed=seed,
+        min_size=d.gt_size,
+        degradation=d.degradation,
+        face_crop=d.face_crop,
+        face_margin=d.face_margin,
+        hr_size=d.hr_size,
+    )

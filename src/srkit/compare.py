@@ -1,8 +1,8 @@
 """`srkit compare`: several models x benchmark sets under one protocol -> a markdown table, a CSV and figures.
 
-Each image is read and degraded once (evaluate.load_pair); every model super-resolves it once, the SR is
-scored with evaluate.score_pair and, for the first few images of a set, kept for the figure. So the numbers
-are exactly what `srkit evaluate` gives for each model alone.
+Each image is read and degraded once (evaluate.load_pair); every model is run and scored on it with
+evaluate.evaluate_pair, the function `srkit evaluate` uses, so the numbers are exactly what it gives for each
+model alone; for the first few images of a set the SRs are kept for the figure.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from srkit import fs
-from srkit.evaluate import ImageScore, benchmark_images, load_pair, score_pair, summarize, super_resolve
+from srkit.evaluate import ImageScore, SetSummary, benchmark_images, evaluate_pair, load_pair, summarize
 from srkit.metrics import LPIPS, protocol
 from srkit.models import build_generator, display_name, load_model, model_scale, read_metadata
 
@@ -60,8 +60,8 @@ class Comparison:
     figures: list[FigureCase] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)  # images left out, with the reason
 
-    def summary(self, label: str) -> dict[str, dict[str, float | int | None]]:
-        """set -> {images, psnr_mean, psnr_std, ...} for one model, as evaluate.summarize gives it."""
+    def summary(self, label: str) -> dict[str, SetSummary]:
+        """set -> its SetSummary for one model, as evaluate.summarize gives it."""
         return summarize(self.rows[label])
 
     @property
@@ -147,11 +147,15 @@ def compare_models(
             try:
                 gt, lq = load_pair(path, scale=scale)
                 for key, model in models.items():
-                    sr = super_resolve(model, lq, device=device)
-                    if sr.shape != gt.shape:
-                        raise ValueError(f"model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
-                    scores[key] = score_pair(
-                        sr, gt, set_name=set_name, image=path.name, crop=scale, lpips_model=lpips_model
+                    sr, scores[key] = evaluate_pair(
+                        model,
+                        gt,
+                        lq,
+                        set_name=set_name,
+                        image=path.name,
+                        scale=scale,
+                        device=device,
+                        lpips_model=lpips_model,
                     )
                     if i < figure_images:
                         srs[key] = sr.float()
@@ -168,8 +172,16 @@ def compare_models(
                     b = next(s for s in specs if s.label == bicubic_label)
                     first = (_caption(b.label, scores[b.key]), srs[b.key])
                 else:
-                    sr_bic = super_resolve(bicubic, lq, device=torch.device("cpu"))
-                    score = score_pair(sr_bic, gt, set_name=set_name, image=path.name, crop=scale, lpips_model=None)
+                    sr_bic, score = evaluate_pair(
+                        bicubic,
+                        gt,
+                        lq,
+                        set_name=set_name,
+                        image=path.name,
+                        scale=scale,
+                        device=torch.device("cpu"),
+                        lpips_model=None,
+                    )
                     first = (_caption("bicubic", score), sr_bic.float())
                 others = [(_caption(s.label, scores[s.key]), srs[s.key]) for s in specs if s.label != bicubic_label]
                 panels = [first, *others, ("HR (ground truth)", gt.float())]
@@ -199,7 +211,7 @@ def _columns(result: Comparison) -> list[tuple[str, str]]:
         (set_name, metric)
         for set_name in result.sets
         for metric in METRICS
-        if any(result.summary(s.label)[set_name][f"{metric}_mean"] is not None for s in result.specs)
+        if any(result.summary(s.label)[set_name].mean(metric) is not None for s in result.specs)
     ]
 
 
@@ -212,7 +224,7 @@ def table_cells(result: Comparison) -> tuple[list[str], list[list[str]], list[li
         summary = result.summary(spec.label)
         row = []
         for set_name, metric in columns:
-            mean = summary[set_name][f"{metric}_mean"]
+            mean = summary[set_name].mean(metric)
             row.append("-" if mean is None else f"{mean:.{METRICS[metric][1]}f}")
         cells.append(row)
     best: list[list[bool]] = [[False] * len(columns) for _ in cells]
@@ -238,7 +250,7 @@ def markdown(result: Comparison) -> str:
         shown = [f"**{v}**" if b else v for v, b in zip(row, flags, strict=True)]
         lines.append("| " + " | ".join([spec.label, *shown]) + " |")
     first = result.summary(result.specs[0].label)
-    counts = ", ".join(f"{s} {first[s]['images']}" for s in result.sets)
+    counts = ", ".join(f"{s} {first[s].images}" for s in result.sets)
     sources = "; ".join(f"`{s.label}` = `{s.source}`" for s in result.specs)
     lines += [
         "",
@@ -275,9 +287,9 @@ def long_csv(result: Comparison) -> str:
     for spec in result.specs:
         for set_name, entry in result.summary(spec.label).items():
             for metric in METRICS:
-                mean, std = entry[f"{metric}_mean"], entry[f"{metric}_std"]
+                mean, std = entry.mean(metric), entry.std(metric)
                 if mean is not None:
-                    writer.writerow([spec.label, set_name, metric, repr(mean), repr(std), entry["images"]])
+                    writer.writerow([spec.label, set_name, metric, repr(mean), repr(std), entry.images])
     return buf.getvalue()
 
 

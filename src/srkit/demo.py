@@ -12,7 +12,15 @@ from srkit import image_io
 from srkit.batch import upscale_files
 from srkit.data.degradations import bicubic_degrade
 from srkit.device import pick_device
-from srkit.evaluate import ImageScore, score_pair, summarize, summary_table, write_rows_csv, write_summary_json
+from srkit.evaluate import (
+    ImageScore,
+    SetSummary,
+    score_pair,
+    summarize,
+    summary_table,
+    write_rows_csv,
+    write_summary_json,
+)
 from srkit.metrics import LPIPS, PROTOCOL
 from srkit.models import load_model, model_scale
 from srkit.ops import modcrop, quantize
@@ -54,7 +62,7 @@ def _montage(rows: list[list[tuple[str, Path]]], path: Path, *, crop: int = 128)
 
 def run_demo(
     *, out_dir: Path, models: list[str], data_dir: str | Path | None = None, device: str = "auto"
-) -> dict[str, object]:
+) -> dict[str, SetSummary]:
     """Write HR/LR files, upscale the LR folder with each model via the normal batch path, score and print."""
     from rich.console import Console
 
@@ -74,7 +82,7 @@ def run_demo(
     except MissingDataError as err:
         console.print(f"LPIPS skipped: {err}", markup=False)
         lpips_model = None
-    summaries: dict[str, object] = {}
+    summaries: dict[str, SetSummary] = {}
     montage_rows = {name: [("LR", lr_dir / f"{name}.png")] for name in gts}
     for model_name in models:
         model = load_model(model_name, scale=scale, device=torch_device)
@@ -96,6 +104,6 @@ def run_demo(
         montage_rows[name].append(("HR", hr_dir / f"{name}.png"))
     write_summary_json(out_dir / "summary.json", {"scale": scale, "protocol": PROTOCOL, "models": summaries})
     _montage(list(montage_rows.values()), out_dir / "comparison.png")
-    console.print(summary_table(summaries, title=f"srkit demo: scikit-image sample photos, x{scale}"))  # type: ignore[arg-type]
+    console.print(summary_table(summaries, title=f"srkit demo: scikit-image sample photos, x{scale}"))
     console.print(f"outputs in {out_dir}/ (hr, lr, sr/<model>, comparison.png, summary.json)")
     return summaries

@@ -1,13 +1,20 @@
-"""Model x benchmark set -> per-image rows, a summary, a CSV, a JSON and a printed table."""
+"""The one evaluation path: model x (HR, LR) pairs -> per-image rows and a typed summary per set.
+
+`evaluate_pair` runs a model on one LR image (inference.run_model) and scores the SR against its HR under
+the protocol; `evaluate_images` does it over a set, going on past a bad image when asked; `evaluate_sets`
+over several. `srkit evaluate`, `srkit compare`, validation during training, the demo, the release script
+and the peer benchmark all score through `evaluate_pair`, so their numbers cannot disagree.
+"""
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import statistics
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,7 @@ from torch import nn
 
 from srkit import fs, image_io
 from srkit.data.degradations import bicubic_degrade
+from srkit.inference import run_model
 from srkit.metrics import LPIPS, PROTOCOL, psnr, ssim
 from srkit.ops import modcrop, quantize
 from srkit.paths import MissingDataError, data_root
@@ -53,22 +61,11 @@ def resolve_set(name_or_path: str, *, data_dir: str | Path | None = None) -> tup
     return name_or_path, candidate
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    """float64 for parameter-free models (bicubic: exact arithmetic), else the weights' dtype."""
-    param = next(model.parameters(), None)
-    return torch.float64 if param is None else param.dtype
-
-
 def super_resolve(
     model: nn.Module, lq: torch.Tensor, *, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """(3, h, w) in [0, 1] -> (3, sh, sw) in [0, 1] on the CPU, float64; `dtype` bf16/fp16 runs under autocast."""
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        x = lq.to(device=device, dtype=_model_dtype(model))[None]
-        sr = model(x)[0].to("cpu", torch.float64)
-    if not bool(torch.isfinite(sr).all()):
-        raise ValueError(f"the model ({type(model).__name__}) produced NaN or infinite values: its weights are broken")
-    return sr.clamp(0, 1)
+    """(3, h, w) in [0, 1] -> (3, sh, sw) in [0, 1] on the CPU, float64 (inference.run_model, whole image)."""
+    return run_model(model, lq[None], device=device, dtype=dtype)[0].to("cpu", torch.float64)
 
 
 def benchmark_images(folder: Path) -> list[Path]:
@@ -86,53 +83,139 @@ def load_pair(path: Path, *, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
     return gt, bicubic_degrade(gt, scale)
 
 
-def score_folder(
+@dataclass(frozen=True)
+class EvalImage:
+    """One image of a set to evaluate: its name and how to get its (gt, lq), float64 (3, H, W) in [0, 1]."""
+
+    name: str
+    load: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    source: Path | None = None  # the HR file, for error reports
+
+
+def folder_images(folder: Path, *, scale: int) -> list[EvalImage]:
+    """A folder of HR images under the protocol (modcrop, MATLAB bicubic LR on the 8-bit grid), sorted."""
+    return [EvalImage(p.name, functools.partial(load_pair, p, scale=scale), p) for p in benchmark_images(folder)]
+
+
+def evaluate_pair(
     model: nn.Module,
+    gt: torch.Tensor,
+    lq: torch.Tensor,
+    *,
     set_name: str,
-    folder: Path,
+    image: str,
+    scale: int,
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    dtype: torch.dtype = torch.float32,
+    y_channel: bool = True,
+) -> tuple[torch.Tensor, ImageScore]:
+    """Super-resolve `lq` with the model and score the SR against `gt`; (sr float64 on the CPU, its row)."""
+    if min(lq.shape[-2:]) < 1:
+        raise ValueError(f"{gt.shape[-1]}x{gt.shape[-2]} is smaller than one LR pixel at x{scale}")
+    sr = super_resolve(model, lq, device=device, dtype=dtype)
+    if sr.shape != gt.shape:
+        raise ValueError(f"model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
+    score = score_pair(sr, gt, set_name=set_name, image=image, crop=scale, lpips_model=lpips_model, y_channel=y_channel)
+    return sr, score
+
+
+OnResult = Callable[[EvalImage, torch.Tensor, torch.Tensor, torch.Tensor, ImageScore], None]  # image, gt, lq, sr, row
+
+
+def evaluate_images(
+    model: nn.Module,
+    images: Iterable[EvalImage],
+    *,
+    set_name: str,
+    scale: int,
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    dtype: torch.dtype = torch.float32,
+    y_channel: bool = True,
+    on_result: OnResult | None = None,
+    on_error: Callable[[Path | str, str], None] | None = None,
+) -> list[ImageScore]:
+    """evaluate_pair over a set. With `on_error`, an image that cannot be read or scored is reported there
+    and the set goes on; without it the error is raised. `on_result` sees each scored image (figures, saving)."""
+    rows = []
+    for image in images:
+        try:
+            gt, lq = image.load()
+            sr, row = evaluate_pair(
+                model,
+                gt,
+                lq,
+                set_name=set_name,
+                image=image.name,
+                scale=scale,
+                device=device,
+                lpips_model=lpips_model,
+                dtype=dtype,
+                y_channel=y_channel,
+            )
+            if on_result is not None:
+                on_result(image, gt, lq, sr, row)
+        except (OSError, ValueError, RuntimeError) as err:
+            if on_error is None:
+                raise
+            on_error(image.source or image.name, str(err))
+            continue
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class Evaluation:
+    """A model over several sets: every per-image row, the summary per set, and the images left out."""
+
+    rows: list[ImageScore] = field(default_factory=list)
+    failed: list[tuple[Path | str, str]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, SetSummary]:
+        return summarize(self.rows)
+
+
+def evaluate_sets(
+    model: nn.Module,
+    sets: Sequence[tuple[str, Path]],
     *,
     scale: int,
     device: torch.device,
     lpips_model: LPIPS | None,
-    save_dir: Path | None = None,
-    y_channel: bool = True,
-    on_image: Callable[[str], None] | None = None,
-    on_error: Callable[[Path, str], None] | None = None,
     dtype: torch.dtype = torch.float32,
-) -> Iterator[ImageScore]:
-    """Degrade each HR image (modcrop, MATLAB bicubic, 8-bit LR), super-resolve it and score it.
+    y_channel: bool = True,
+    on_result: OnResult | None = None,
+    on_image: Callable[[str, str], None] | None = None,
+) -> Evaluation:
+    """evaluate_images over named HR folders (protocol LR), going on past bad images (Evaluation.failed)."""
+    result = Evaluation()
 
-    With `on_error`, an image that cannot be read or scored is reported there and the set goes on; without
-    it the error is raised.
-    """
-    for path in benchmark_images(folder):
-        try:
-            gt, lq = load_pair(path, scale=scale)
-            if min(lq.shape[-2:]) < 1:
-                raise ValueError(f"{gt.shape[-1]}x{gt.shape[-2]} is smaller than one LR pixel at x{scale}")
-            sr = super_resolve(model, lq, device=device, dtype=dtype)
-            if sr.shape != gt.shape:
-                raise ValueError(f"model output {tuple(sr.shape)} does not match HR {tuple(gt.shape)}")
-            row = score_pair(
-                sr,
-                gt,
-                set_name=set_name,
-                image=path.name,
-                crop=scale,
-                lpips_model=lpips_model,
-                y_channel=y_channel,
-            )
-            if save_dir is not None:
-                image_io.write_image(save_dir / set_name / f"{path.stem}.png", sr)
-        except (OSError, ValueError, RuntimeError) as err:
-            if on_error is None:
-                raise
-            on_error(path, str(err))
-            row = None
-        if on_image is not None:
-            on_image(path.name)
-        if row is not None:
-            yield row
+    def failed(source: Path | str, reason: str) -> None:
+        result.failed.append((source, reason))
+
+    for set_name, folder in sets:
+
+        def seen(image: EvalImage, *args: object, set_name: str = set_name) -> None:
+            if on_result is not None:
+                on_result(image, *args)  # type: ignore[arg-type]
+            if on_image is not None:
+                on_image(set_name, image.name)
+
+        result.rows += evaluate_images(
+            model,
+            folder_images(folder, scale=scale),
+            set_name=set_name,
+            scale=scale,
+            device=device,
+            lpips_model=lpips_model,
+            dtype=dtype,
+            y_channel=y_channel,
+            on_result=seen,
+            on_error=failed,
+        )
+    return result
 
 
 def score_pair(
@@ -161,21 +244,54 @@ def score_pair(
     )
 
 
-def summarize(rows: Sequence[ImageScore]) -> dict[str, dict[str, float | int | None]]:
-    """Per set: image count and mean / std (population, over images) of each metric."""
-    out: dict[str, dict[str, float | int | None]] = {}
+@dataclass(frozen=True)
+class SetSummary:
+    """One set's image count and the mean / population std over images of each metric (None: not measured)."""
+
+    images: int
+    psnr_mean: float | None = None
+    psnr_std: float | None = None
+    ssim_mean: float | None = None
+    ssim_std: float | None = None
+    lpips_mean: float | None = None
+    lpips_std: float | None = None
+
+    def mean(self, metric: str) -> float | None:
+        """The mean of psnr, ssim or lpips."""
+        if metric not in METRICS:
+            raise KeyError(f"metric {metric!r} unknown; expected one of {', '.join(METRICS)}")
+        value: float | None = getattr(self, f"{metric}_mean")
+        return value
+
+    def std(self, metric: str) -> float | None:
+        if metric not in METRICS:
+            raise KeyError(f"metric {metric!r} unknown; expected one of {', '.join(METRICS)}")
+        value: float | None = getattr(self, f"{metric}_std")
+        return value
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The JSON layout: images, psnr_mean, psnr_std, ssim_mean, ..."""
+        return asdict(self)
+
+
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def summarize(rows: Sequence[ImageScore]) -> dict[str, SetSummary]:
+    """Per set, in first-seen order: image count and mean / std (population, over images) of each metric."""
+    out: dict[str, SetSummary] = {}
     for set_name in dict.fromkeys(r.set for r in rows):
         sub = [r for r in rows if r.set == set_name]
-        entry: dict[str, float | int | None] = {"images": len(sub)}
-        for metric in ("psnr", "ssim", "lpips"):
+        stats: dict[str, float | None] = {}
+        for metric in METRICS:
             values = [getattr(r, metric) for r in sub]
             if any(v is None for v in values):
-                entry[f"{metric}_mean"] = entry[f"{metric}_std"] = None
+                stats[f"{metric}_mean"] = stats[f"{metric}_std"] = None
                 continue
             finite = [float(v) for v in values if math.isfinite(v)]
-            entry[f"{metric}_mean"] = statistics.fmean(finite) if finite else math.inf
-            entry[f"{metric}_std"] = statistics.pstdev(finite) if len(finite) > 1 else 0.0
-        out[set_name] = entry
+            stats[f"{metric}_mean"] = statistics.fmean(finite) if finite else math.inf
+            stats[f"{metric}_std"] = statistics.pstdev(finite) if len(finite) > 1 else 0.0
+        out[set_name] = SetSummary(images=len(sub), **stats)
     return out
 
 
@@ -195,14 +311,18 @@ def write_rows_csv(path: Path, rows: Sequence[ImageScore]) -> None:
     _atomic_text(path, buf.getvalue())
 
 
+def _jsonable(obj: object) -> object:
+    if isinstance(obj, SetSummary):
+        return obj.as_dict()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def write_summary_json(path: Path, summary: dict[str, Any]) -> None:
-    """Summary as JSON (atomic)."""
-    _atomic_text(path, json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    """Summary as JSON (atomic); SetSummary values in their images / psnr_mean / psnr_std ... layout."""
+    _atomic_text(path, json.dumps(summary, indent=2, allow_nan=True, default=_jsonable) + "\n")
 
 
-def summary_table(
-    summary: dict[str, dict[str, float | int | None]], *, title: str, protocol_text: str = PROTOCOL
-) -> Any:
+def summary_table(summary: dict[str, SetSummary], *, title: str, protocol_text: str = PROTOCOL) -> Any:
     """A rich Table of mean +- std per set, captioned with the metric protocol."""
     from rich.table import Table
 
@@ -210,8 +330,8 @@ def summary_table(
     for col in ("set", "images", "PSNR (dB)", "SSIM", "LPIPS"):
         table.add_column(col, justify="left" if col == "set" else "right")
 
-    def cell(entry: dict[str, float | int | None], metric: str, digits: int) -> str:
-        mean, std = entry.get(f"{metric}_mean"), entry.get(f"{metric}_std")
+    def cell(entry: SetSummary, metric: str, digits: int) -> str:
+        mean, std = entry.mean(metric), entry.std(metric)
         if mean is None or std is None:
             return "-"
         return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -219,7 +339,7 @@ def summary_table(
     for set_name, entry in summary.items():
         table.add_row(
             set_name,
-            str(entry["images"]),
+            str(entry.images),
             cell(entry, "psnr", 2),
             cell(entry, "ssim", 4),
             cell(entry, "lpips", 4),

@@ -180,23 +180,35 @@ def default_batch_tiles(device: torch.device) -> int:
     return TILES_PER_BATCH["cpu" if device.type == "cpu" else "other"]
 
 
-def _input_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype the model's weights are in (float32 for parameter-free models such as bicubic)."""
+def compute_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a model's input is given in: its weights' dtype, float64 for parameter-free models (bicubic:
+    exact arithmetic, so it reproduces the published bicubic numbers)."""
     param = next(model.parameters(), None)
-    return torch.float32 if param is None else param.dtype
+    return torch.float64 if param is None else param.dtype
 
 
-def _run(
-    model: nn.Module, x: torch.Tensor, *, device: torch.device, dtype: torch.dtype, channels_last: bool
+def run_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> torch.Tensor:
-    """(B, 3, h, w) on any device -> the model's (B, 3, sh, sw) output clamped to [0, 1], float32 on `device`."""
-    x = x.to(device=device, dtype=_input_dtype(model))
+    """(B, 3, h, w) in [0, 1] -> the model's (B, 3, sh, sw) output clamped to [0, 1], on `device`.
+
+    The one way srkit runs a model on a tensor (upscaling, evaluation, validation): inference mode, the input
+    in compute_dtype(model), bf16/fp16 through autocast (the weights stay as they are), and NaN/inf refused.
+    The output is float32, or float64 for parameter-free models.
+    """
+    x = x.to(device=device, dtype=compute_dtype(model))
     if channels_last:
         # Only the input is converted: a conv picks the NHWC kernels when its input is NHWC, and the model is
         # left as the caller gave it (no hidden state change).
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), _precision_context(device, dtype):
-        sr = model(x).float()
+        sr = model(x)
+        sr = sr if sr.dtype == torch.float64 else sr.float()
         if not bool(torch.isfinite(sr).all()):
             # NaN would be written as black (or arbitrary) pixels with exit 0; broken weights must be an error.
             raise NonFiniteOutputError(
@@ -244,7 +256,7 @@ def upscale_tiled(
     if whole:
         out = torch.empty(n, 3, h * scale, w * scale)
         for i in range(0, n, batch_tiles):
-            sr = _run(model, x[i : i + batch_tiles], device=device, dtype=dtype, channels_last=channels_last)
+            sr = run_model(model, x[i : i + batch_tiles], device=device, dtype=dtype, channels_last=channels_last)
             _check_output(sr, x[i : i + batch_tiles], scale)
             out[i : i + batch_tiles] = sr
             if progress is not None:
@@ -263,7 +275,7 @@ def upscale_tiled(
         chunk = jobs[k : k + batch_tiles]
         # (B, 3, th, tw) cut from the LR images
         tiles = torch.stack([x[b, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for b, i, j in chunk])
-        sr = _run(model, tiles, device=device, dtype=dtype, channels_last=channels_last)
+        sr = run_model(model, tiles, device=device, dtype=dtype, channels_last=channels_last)
         _check_output(sr, tiles, scale)
         sr = sr.to(acc_device)
         for t, (b, i, j) in enumerate(chunk):

@@ -509,7 +509,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_it(
     def broken(_args: object) -> int:
         raise TypeError("something srkit did not expect")
 
-    monkeypatch.setattr(cli, "cmd_models", broken)
+    monkeypatch.setattr(cli.upscale, "cmd_models", broken)
     status, text = _run(["models"], capsys)
     assert status == 1
     assert "Traceback" not in text

@@ -1,13 +1,14 @@
-"""From a DataConfig to training and validation pairs: sources, splits, preprocessing and degradation."""
+"""From data.* settings to training and validation pairs: sources, splits, preprocessing and degradation."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from srkit import fs
-from srkit.config import DataConfig
 from srkit.data.datasets import PairSet, load_pair_folders, load_pairs
 from srkit.data.lowres import LowRes, hr_preprocess
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
@@ -35,11 +36,21 @@ class Sources:
     val_name: str
 
 
-def gather_sources(cfg: DataConfig, data_dir: str | Path | None) -> Sources:
-    """Expand the config's train/val entries into files, applying a split or an official partition."""
+def gather_sources(
+    train: Sequence[str],
+    val: str,
+    *,
+    data_dir: str | Path | None,
+    split_ratios: Sequence[float] | None = None,
+    split_seed: int = 0,
+    group_by: str | None = None,
+    partition_file: str | None = None,
+) -> Sources:
+    """Expand data.train / data.val entries into files, applying a split (by identity with `group_by`) or an
+    official partition file (CelebA's); val "split" takes the validation part of either."""
     files: list[Path] = []
     pairs: list[tuple[Path, Path]] = []
-    for entry in cfg.train:
+    for entry in train:
         path = resolve_folder(entry, data_dir)
         if path.suffix == ".txt":
             files += read_file_list(path)
@@ -48,42 +59,53 @@ def gather_sources(cfg: DataConfig, data_dir: str | Path | None) -> Sources:
         else:
             files += fs.list_images([path])
     val_files: list[Path] = []
-    val_name = Path(cfg.val).name
-    if cfg.partition_file is not None:
-        image_dir = resolve_folder(cfg.train[0], data_dir)
-        parts = official_partition(resolve_folder(cfg.partition_file, data_dir), image_dir)
+    val_name = Path(val).name
+    if partition_file is not None:
+        image_dir = resolve_folder(train[0], data_dir)
+        parts = official_partition(resolve_folder(partition_file, data_dir), image_dir)
         files, val_files, val_name = parts["train"], parts["val"], "partition-val"
-    elif cfg.split is not None:
-        parts = split(files, cfg.split, seed=cfg.split_seed, key=group_key(cfg.group_by))
+    elif split_ratios is not None:
+        parts = split(files, split_ratios, seed=split_seed, key=group_key(group_by))
         files, val_files, val_name = parts["train"], parts["val"], "split-val"
-    if cfg.val != "split":
-        val_files, val_name = fs.list_images([resolve_folder(cfg.val, data_dir)]), Path(cfg.val).name
+    if val != "split":
+        val_files, val_name = fs.list_images([resolve_folder(val, data_dir)]), Path(val).name
     if not files and not pairs:
-        raise ValueError(f"no training images found in data.train {cfg.train}")
+        raise ValueError(f"no training images found in data.train {list(train)}")
     return Sources(files, pairs, val_files, val_name)
 
 
 def build_pairs(
-    cfg: DataConfig, sources: Sources, *, scale: int, seed: int, cache_dir: Path | None
+    sources: Sources,
+    *,
+    scale: int,
+    seed: int,
+    min_size: int,
+    degradation: str | Sequence[Any] = "bicubic",
+    face_crop: bool = False,
+    face_margin: float = 0.3,
+    hr_size: tuple[int, int] | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[PairSet, PairSet, LowRes]:
-    """Training pairs, validation pairs (bicubic LR: the evaluation protocol) and the training LowRes."""
-    preprocess = hr_preprocess(face_crop=cfg.face_crop, face_margin=cfg.face_margin, hr_size=cfg.hr_size)
-    lowres = LowRes.from_spec(cfg.degradation, scale=scale)
+    """Training pairs (HR at least `min_size`, the training crop), validation pairs (bicubic LR: the evaluation
+    protocol, after the same HR preparation) and the training LowRes."""
+    preprocess = hr_preprocess(face_crop=face_crop, face_margin=face_margin, hr_size=hr_size)
+    lowres = LowRes.from_spec(degradation, scale=scale)
+    # The disk cache's key: a different recipe gets different files. (Spelled as data.* config values, so the
+    # caches of runs made before this function took keyword arguments stay valid.)
     recipe = json.dumps(
-        {"degradation": cfg.degradation, "hr_size": cfg.hr_size, "face_crop": cfg.face_crop, "m": cfg.face_margin},
-        sort_keys=True,
+        {"degradation": degradation, "hr_size": hr_size, "face_crop": face_crop, "m": face_margin}, sort_keys=True
     )
     train = load_pairs(
         sources.train_files,
         lowres=lowres,
-        min_size=cfg.gt_size,
+        min_size=min_size,
         preprocess=preprocess,
         recipe=recipe,
         seed=seed,
         cache_dir=cache_dir,
     )
     if sources.train_pairs:
-        paired = load_pair_folders(sources.train_pairs, scale=scale, min_size=cfg.gt_size)
+        paired = load_pair_folders(sources.train_pairs, scale=scale, min_size=min_size)
         train.gt += paired.gt
         train.lq += paired.lq
         train.names += paired.names

@@ -29,15 +29,8 @@ from srkit.face_upscale import upscale_with_faces
 from srkit.inference import TILE, TileOptions, upscale_image
 from srkit.models import available_models, describe_shipped, load_model, model_scale
 from srkit.serve.jobs import Abandoned, Busy, Cancelled, JobRunner, JobTimeout, ModelCache, ModelLoader
+from srkit.serve.limits import MAX_JOBS, MAX_PIXELS, MAX_QUEUE, MAX_UPLOAD_BYTES, MB, TIMEOUT_S
 
-MB = 1024 * 1024
-MAX_UPLOAD_BYTES = 20 * MB
-# 2000 x 2000 in -> 8000 x 8000 out: the float32 output alone is 768 MB (see inference.TILE for measured peaks).
-MAX_PIXELS = 4_000_000
-# One upscale at a time by default: a tiled upscale already keeps every CPU core busy.
-MAX_JOBS = 1
-MAX_QUEUE = 2
-TIMEOUT_S = 120.0
 # Multipart framing around the file (boundaries, part headers, the model and tile fields) allowed on top of
 # max_upload_bytes before the body is cut off; the file itself is then checked against max_upload_bytes exactly.
 FORM_OVERHEAD_BYTES = 64 * 1024

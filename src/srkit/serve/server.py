@@ -6,10 +6,8 @@ import ipaddress
 import sys
 from typing import Any
 
-from srkit.serve.app import MAX_JOBS, MAX_PIXELS, MAX_QUEUE, MAX_UPLOAD_BYTES, TIMEOUT_S, create_app
-
-HOST = "127.0.0.1"
-PORT = 8000
+from srkit.serve.app import create_app
+from srkit.serve.limits import HOST, MAX_JOBS, MAX_PIXELS, MAX_QUEUE, MAX_UPLOAD_BYTES, PORT, TIMEOUT_S
 
 
 def is_loopback(host: str) -> bool:

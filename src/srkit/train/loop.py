@@ -239,12 +239,30 @@ def _load_data(config: Config, *, is_main: bool) -> _Data:
     """Every training image decoded once (in memory, or memory-mapped from a disk cache), its LR made by the
     configured degradation (MATLAB bicubic by default); patches are drawn per sample index."""
     d = config.data
-    sources = gather_sources(d, config.data_dir)
+    sources = gather_sources(
+        d.train,
+        d.val,
+        data_dir=config.data_dir,
+        split_ratios=d.split,
+        split_seed=d.split_seed,
+        group_by=d.group_by,
+        partition_file=d.partition_file,
+    )
     cache_dir = None
     if d.cache == "disk":
         cache_dir = Path(d.cache_dir) if d.cache_dir else Path(config.out_dir) / ".cache"
     scale = config.model.scale
-    pairs, val_pairs, lowres = build_pairs(d, sources, scale=scale, seed=config.train.seed, cache_dir=cache_dir)
+    pairs, val_pairs, lowres = build_pairs(
+        sources,
+        scale=scale,
+        seed=config.train.seed,
+        min_size=d.gt_size,
+        degradation=d.degradation,
+        face_crop=d.face_crop,
+        face_margin=d.face_margin,
+        hr_size=d.hr_size,
+        cache_dir=cache_dir,
+    )
     dataset = PatchDataset(
         pairs,
         scale=scale,
@@ -559,7 +577,7 @@ def _after_step(
         record_validation(step, result, set_name=data.set_name, run_dir=run_dir, logger=logger)
         gained = update_best(progress.best, result.summary, step)
         for metric in gained:
-            value = result.summary[f"{metric}_mean"]
+            value = result.summary.mean(metric)
             extra = {"kind": f"best_{metric}", metric: f"{value:.6f}", "val_set": data.set_name}
             _export(nets, config, ckpt_dir / f"best_{metric}.safetensors", step, extra)
         logger.write_json("best.json", progress.best)

@@ -13,7 +13,7 @@ from torchvision.utils import make_grid
 
 from srkit import image_io
 from srkit.data.datasets import PairSet, as_tensor
-from srkit.evaluate import ImageScore, score_pair, summarize, write_rows_csv
+from srkit.evaluate import ImageScore, SetSummary, evaluate_pair, summarize, write_rows_csv
 from srkit.metrics import LPIPS
 from srkit.ops import imresize
 from srkit.train.logger import RunLogger
@@ -25,7 +25,7 @@ Best = dict[str, dict[str, float]]  # metric -> {"value": best mean so far, "ste
 @dataclass
 class ValResult:
     rows: list[ImageScore]
-    summary: dict[str, float | int | None]
+    summary: SetSummary
     grid: torch.Tensor  # (3, H, W) in [0, 1]: LR | bicubic | SR | HR for a few images
 
 
@@ -57,14 +57,20 @@ def validate(
             if lq_img is None:
                 raise ValueError(f"validation image {pairs.names[i]} has no LR (validation LR is always bicubic)")
             gt_u8, lq_u8 = as_tensor(gt_img), as_tensor(lq_img)
-            gt = gt_u8.to(torch.float64) / 255
-            lq = lq_u8.float().div(255)[None].to(device)
-            sr = net_g(lq).clamp(0, 1)[0].to("cpu", torch.float64)
-            rows.append(
-                score_pair(sr, gt, set_name=set_name, image=pairs.names[i], crop=scale, lpips_model=lpips_model)
+            gt, lq = gt_u8.to(torch.float64) / 255, lq_u8.to(torch.float64) / 255
+            sr, row = evaluate_pair(
+                net_g,
+                gt,
+                lq,
+                set_name=set_name,
+                image=pairs.names[i],
+                scale=scale,
+                device=device,
+                lpips_model=lpips_model,
             )
+            rows.append(row)
             if i < grid_images:
-                up = F.interpolate(lq.cpu().double(), scale_factor=scale, mode="nearest")[0]
+                up = F.interpolate(lq[None], scale_factor=scale, mode="nearest")[0]
                 bic = imresize(lq_u8.to(torch.float64) / 255, float(scale)).clamp(0, 1)
                 for panel in (up, bic, sr, gt):
                     panels.append(_centre_crop(panel, grid_crop).float())
@@ -78,7 +84,7 @@ def validate(
 
 def record_validation(step: int, result: ValResult, *, set_name: str, run_dir: Path, logger: RunLogger) -> None:
     """Write what a validation found: val/stepN.csv and .json, samples/stepN.png, a val_history.csv row."""
-    s = result.summary
+    s = result.summary.as_dict()
     logger.val_row(step, {k: v for k, v in s.items() if k != "images"})
     write_rows_csv(run_dir / "val" / f"step{step:07d}.csv", result.rows)
     logger.write_json(f"val/step{step:07d}.json", {"step": step, "set": set_name, **s})
@@ -88,11 +94,11 @@ def record_validation(step: int, result: ValResult, *, set_name: str, run_dir: P
     logger.info(f"step {step} val {set_name}: " + ", ".join(parts))
 
 
-def update_best(best: Best, summary: dict[str, float | int | None], step: int) -> list[str]:
+def update_best(best: Best, summary: SetSummary, step: int) -> list[str]:
     """Record each metric whose mean beats its best so far (ties keep the earlier step); the ones that did."""
     gained = []
     for metric, better in METRIC_BETTER.items():
-        value = summary.get(f"{metric}_mean")
+        value = summary.mean(metric)
         if value is None:
             continue
         old = best.get(metric)

@@ -1,0 +1,275 @@
+"""`srkit upscale`, `export`, `models`, `demo` and `serve`: running models on images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from srkit.cli.common import (
+    SCALE_HELP,
+    add_device_args,
+    ext_arg,
+    make_console,
+    positive_int,
+    refuse_existing,
+    report_failed,
+    resolve_precision,
+    scale_arg,
+)
+from srkit.serve import limits
+
+
+def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
+    """The generator `srkit upscale` runs: a PyTorch model, or an ONNX graph run by ONNX Runtime."""
+    if args.backend == "onnxruntime":
+        from srkit.export import load_onnx_generator
+
+        if args.precision not in ("fp32", "auto"):
+            raise ValueError(f"--precision {args.precision} needs --backend torch; ONNX graphs run in float32")
+        # An .onnx file as is; any other model is exported once to the cache ($SRKIT_CACHE or ~/.cache/srkit).
+        return load_onnx_generator(args.model, scale=args.scale, device=device)
+    if str(args.model).lower().endswith(".onnx"):
+        raise ValueError(f"{args.model} is an ONNX file: run it with --backend onnxruntime")
+    from srkit.models import load_model
+
+    return load_model(args.model, scale=args.scale, device=device)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """srkit upscale: files or folders -> OUT, going on past bad files; non-zero exit if any failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from srkit import fs
+    from srkit.batch import upscale_files
+    from srkit.device import pick_device
+    from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels
+    from srkit.models import default_model
+
+    if args.model is None:
+        args.model = default_model()
+    if not str(args.output).strip():
+        raise ValueError("-o/--output is empty: name the folder the results go to")
+    device = pick_device(args.device)
+    tile = TILE if args.tile is None else args.tile
+    if tile < 0:
+        raise ValueError(f"--tile must be >= 0 (0 = whole image), got {tile}")
+    files = fs.list_images(args.inputs)
+    if not files:
+        kinds = ", ".join(sorted(fs.IMAGE_SUFFIXES))
+        raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
+    limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
+    model = _upscale_model(args, device)
+    face_model = None
+    if args.faces or args.face_model:
+        from srkit.models import default_face_model, load_model
+
+        if args.backend != "torch":
+            raise ValueError("--faces runs both models with PyTorch: leave out --backend onnxruntime")
+        face_model = load_model(args.face_model or default_face_model(), device=device)
+    options = TileOptions(
+        tile=tile or None,
+        overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        dtype=resolve_precision(args.precision, device, model),
+        batch_tiles=args.tile_batch,
+        channels_last=args.channels_last,
+    )
+    check_precision(device, options.dtype)
+    console = make_console()
+    columns = (TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("upscale", total=len(files))
+        report = upscale_files(
+            model,
+            args.inputs,
+            args.output,
+            device=device,
+            suffix=args.suffix,
+            ext=args.ext,
+            overwrite=args.overwrite,
+            options=options,
+            batch_size=args.batch_size,
+            max_pixels=limit,
+            face_model=face_model,
+            on_file=lambda _p: progress.advance(task),
+        )
+    done = len(files) - len(report.skipped_outputs)
+    for path, faces in report.faces.items():
+        used = sum(model_used == "face" for model_used, _ in faces)
+        console.print(f"{path}: {len(faces)} face(s) found, {used} upscaled by the face model", markup=False)
+        for model_used, why in faces:
+            if model_used != "face":
+                console.print(f"  {why}", markup=False)
+    console.print(f"wrote {len(report.written)} of {done} image(s) to {args.output}")
+    if report.skipped_outputs:
+        console.print(f"left out {len(report.skipped_outputs)} earlier output(s) found among the inputs")
+    return report_failed(f"file(s) failed (model {args.model})", report.failed)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """srkit export MODEL [--format onnx|torchscript|safetensors] -o OUT."""
+    from srkit.export import export_model, format_from_suffix
+
+    out = Path(args.output)
+    refuse_existing(out, overwrite=args.overwrite)
+    fmt = args.format or format_from_suffix(out)
+    export_model(args.model, out, format=fmt, scale=args.scale, opset=args.opset)
+    print(f"wrote {out} ({fmt})")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """srkit models: the names --model accepts, with domain, scale, parameters and how each was chosen."""
+    from rich.table import Table
+
+    from srkit.models import describe_shipped
+
+    table = Table(title="srkit models (--model NAME; a .safetensors path works too)")
+    for col in ("name", "domain", "scale", "parameters", "chosen by", "arch", "file"):
+        table.add_column(col, justify="right" if col in ("scale", "parameters") else "left")
+    for info in describe_shipped():
+        scale = "any" if info.scale is None else f"x{info.scale}"
+        table.add_row(info.name, info.domain, scale, f"{info.params:,}", info.chosen_by, info.arch, info.source)
+    make_console().print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """srkit demo: degrade scikit-image's sample photos, upscale them, print the metric table."""
+    from srkit.demo import run_demo
+    from srkit.models import available_models
+
+    models = available_models() if args.models == "all" else [m for m in args.models.split(",") if m]
+    run_demo(out_dir=Path(args.out), models=models, data_dir=args.data_dir, device=args.device)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """srkit serve: the upscaling HTTP API and web page, on 127.0.0.1 unless --host says otherwise."""
+    from srkit.serve import serve
+
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    serve(
+        host=args.host,
+        port=args.port,
+        models=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
+        max_upload_bytes=round(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        max_jobs=args.max_jobs,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
+        device=args.device,
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """The upscale, export, models, demo, serve command parsers."""
+    p = sub.add_parser("upscale", help="upscale image files or folders")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("-o", "--output", "--out", required=True, help="output folder (inputs are never overwritten)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="bicubic, a shipped model's name, a .safetensors file, or (with --backend onnxruntime) an .onnx file "
+        "(default: the shipped srgan, else bicubic)",
+    )
+    p.add_argument("--scale", type=scale_arg, default=None, help=SCALE_HELP)
+    p.add_argument("--suffix", default="", help="text added to each output file name, e.g. _x4")
+    p.add_argument("--ext", type=ext_arg, default=None, help="output format, e.g. png (default: same as the input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="torch (default), or onnxruntime: an .onnx file, or the model exported to ONNX once and cached",
+    )
+    p.add_argument("--tile", type=int, default=None, help="LR tile side in pixels, 0 = whole image (default 256)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="LR pixels shared by neighbouring tiles (default 32)")
+    p.add_argument("--tile-batch", type=int, default=None, help="tiles per forward pass (default: 1 on CPU, 4 on GPU)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto (default): bf16 where it is native (CPUs with AVX512-BF16 or AMX, CUDA), else fp32; "
+        "bf16 on CPU or CUDA, fp16 on CUDA (autocast, weights stay float32). On CPUs without AVX512-BF16/AMX "
+        "bf16 is emulated and several times slower than fp32",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="same-size small images per forward pass (default 1)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="feed the model NHWC tensors (default: on for conv models on the CPU, where it is ~2x faster)",
+    )
+    p.add_argument(
+        "--faces",
+        action="store_true",
+        help="upscale detected faces with the face model (--face-model) and blend them into the --model result",
+    )
+    p.add_argument(
+        "--face-model",
+        default=None,
+        help="the model for faces (implies --faces; default: the shipped srgan_faces, else srresnet_faces)",
+    )
+    p.add_argument(
+        "--max-output-pixels",
+        type=positive_int,
+        default=None,
+        help="refuse inputs whose output (width x height) would pass N, before decoding them (default: what fits "
+        "in half the free memory when tiled; also at most 64 MP untiled)",
+    )
+    add_device_args(p, data_dir=False)
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("export", help="export a model for deployment: ONNX, TorchScript or safetensors")
+    p.add_argument("model", help="bicubic, a shipped model's name, or a .safetensors file")
+    p.add_argument("-o", "--output", "--out", required=True, help="output file (.onnx, .pt, .safetensors)")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "torchscript", "safetensors"],
+        default=None,
+        help="default: from the output suffix (.onnx, .pt/.ts, .safetensors)",
+    )
+    p.add_argument("--scale", type=scale_arg, default=None, help=SCALE_HELP)
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list the models --model accepts")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="degrade and upscale scikit-image's sample photos, print metrics")
+    p.add_argument("-o", "--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--models", default="all", help="comma-separated models to compare (default: all)")
+    add_device_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help=f"HTTP API and web page for upscaling (http://{limits.HOST}:{limits.PORT}/)")
+    p.add_argument("--host", default=limits.HOST, help="address to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=limits.PORT, help="port (default %(default)s)")
+    p.add_argument("--models", default=None, help="comma-separated models to offer (default: all `srkit models`)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=limits.MAX_UPLOAD_BYTES / limits.MB,
+        help="largest upload in MB (default %(default)g)",
+    )
+    p.add_argument(
+        "--max-pixels", type=int, default=limits.MAX_PIXELS, help="largest input, width x height (default %(default)d)"
+    )
+    p.add_argument(
+        "--max-jobs", type=int, default=limits.MAX_JOBS, help="upscales running at once (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=limits.MAX_QUEUE,
+        help="upscales waiting for a worker; more get 503 (default %(default)s)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=limits.TIMEOUT_S, help="seconds per request before a 504 (default %(default)g)"
+    )
+    add_device_args(p, data_dir=False)
+    p.set_defaults(func=cmd_serve)

@@ -122,6 +122,8 @@ def create_app(
     else:
         cache = ModelCache(model_loader)
 
+    server = _Server(names, cache, runner, device, max_upload_bytes, max_pixels, timeout_s)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -145,32 +147,13 @@ def create_app(
     @app.get("/api/health", response_model=Health)
     async def health() -> Health:
         """Liveness plus how busy the server is and its limits."""
-        running, waiting = runner.counts()
-        return Health(
-            status="ok",
-            version=__version__,
-            device=str(device),
-            jobs_running=running,
-            jobs_waiting=waiting,
-            jobs_abandoned=runner.abandoned,
-            max_jobs=runner.max_jobs,
-            max_queue=runner.max_queue,
-            max_upload_bytes=max_upload_bytes,
-            max_pixels=max_pixels,
-            timeout_s=timeout_s,
-        )
+        return _health(server)
 
     @app.get("/api/models", response_model=list[ModelInfo])
     def list_models() -> list[ModelInfo]:
         """The models a client may pick; each is loaded (once, then cached) to report its scale and size."""
         # A plain def: FastAPI runs it on a worker thread, so a first load does not block the event loop.
-        infos = []
-        for name in names:
-            try:
-                infos.append(_describe(name, cache.get(name)))
-            except (OSError, ValueError, RuntimeError) as err:
-                raise HTTPException(500, f"model {name!r} could not be loaded: {err}") from err
-        return infos
+        return _model_infos(server)
 
     @app.post(
         "/api/upscale",
@@ -195,96 +178,7 @@ def create_app(
         ] = None,
     ) -> Response:
         """Upscale one image; the body is the PNG, headers X-Output-Width/-Height and X-Elapsed-Seconds."""
-        model_name = names[0] if model is None or model == "" else model
-        if model_name not in names:
-            raise HTTPException(422, f"unknown model {model_name!r}; this server offers: {', '.join(names)}")
-        if face_model == "":
-            face_model = None
-        if face_model is not None and face_model not in names:
-            raise HTTPException(422, f"unknown face_model {face_model!r}; this server offers: {', '.join(names)}")
-        if tile is not None and not TILE_RANGE[0] <= tile <= TILE_RANGE[1]:
-            raise HTTPException(422, f"tile must be in {TILE_RANGE[0]}..{TILE_RANGE[1]} LR pixels, got {tile}")
-        filename = file.filename or "upload"
-        # At most one byte past the limit is read: enough to know the file is too large, never unbounded.
-        data = await file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload {filename!r} is larger than max_upload_bytes = {_mb(max_upload_bytes)}")
-        try:
-            # The header alone, before any pixel is decoded: a small file can declare a huge image.
-            width, height = image_io.image_size(data, name=filename)
-        except image_io.ImageTooLargeError as err:
-            raise HTTPException(413, f"{err}; this server accepts at most max_pixels = {max_pixels}") from err
-        except image_io.ImageReadError as err:
-            raise HTTPException(400, str(err)) from err
-        if width * height > max_pixels:
-            raise HTTPException(
-                413,
-                f"image {filename!r} is {width}x{height} = {width * height} pixels, "
-                f"more than max_pixels = {max_pixels}",
-            )
-        options = TileOptions(tile=TILE if tile is None else tile)
-
-        def work(cancel: threading.Event) -> _Upscaled:
-            face_net = cache.get(face_model) if face_model is not None else None
-            return _upscale_bytes(
-                data,
-                filename=filename,
-                net=cache.get(model_name),
-                device=device,
-                options=options,
-                cancel=cancel,
-                face_net=face_net,
-            )
-
-        try:
-            job = await runner.run(work, timeout_s=timeout_s, gone=functools.partial(_client_gone, request))
-        except Abandoned as err:
-            # Nobody will read this reply; the job stops at its next tile and its worker takes the next request.
-            raise HTTPException(
-                CLIENT_CLOSED_REQUEST,
-                f"the client closed the connection before upscaling {filename!r} finished; the upscale was cancelled",
-            ) from err
-        except Busy as err:
-            raise HTTPException(
-                503,
-                f"server busy: {err.running} upscale(s) running and {err.waiting} waiting "
-                f"(max_jobs = {runner.max_jobs}, max_queue = {runner.max_queue}); retry in {err.retry_after_s} s",
-                headers={"Retry-After": str(err.retry_after_s)},
-            ) from err
-        except JobTimeout as err:
-            raise HTTPException(
-                504,
-                f"upscaling {filename!r} ({width}x{height}) with {model_name!r} took longer than "
-                f"timeout_s = {timeout_s:g} s; try a smaller image or a faster model",
-            ) from err
-        except Cancelled as err:
-            # Raised at a checkpoint after runner.close(): the server is shutting down.
-            raise HTTPException(503, f"upscaling {filename!r} was cancelled: the server is shutting down") from err
-        except image_io.ImageTooLargeError as err:
-            raise HTTPException(413, str(err)) from err
-        except image_io.ImageReadError as err:
-            raise HTTPException(400, str(err)) from err
-        except (OSError, ValueError, RuntimeError) as err:
-            # A model that fails to load or run (bad weights, wrong output shape, out of memory): say what broke.
-            raise HTTPException(500, f"upscaling {filename!r} with {model_name!r} failed: {err}") from err
-        result = job.value
-        out_name = _result_filename(filename, scale=result.scale, model=model_name)
-        return Response(
-            content=result.png,
-            media_type="image/png",
-            headers={
-                "Content-Disposition": _content_disposition(out_name),
-                "X-Model": model_name,
-                "X-Scale": str(result.scale),
-                "X-Input-Width": str(result.input_size[0]),
-                "X-Input-Height": str(result.input_size[1]),
-                "X-Output-Width": str(result.output_size[0]),
-                "X-Output-Height": str(result.output_size[1]),
-                "X-Elapsed-Seconds": f"{job.run_s:.3f}",
-                "X-Queue-Seconds": f"{job.wait_s:.3f}",
-                **({"X-Faces": result.faces, "X-Face-Model": str(face_model)} if face_model else {}),
-            },
-        )
+        return await _upscale_request(server, request, file, model=model, tile=tile, face_model=face_model)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -292,6 +186,162 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+@dataclass(frozen=True)
+class _Server:
+    """What the endpoints share: the offered models and their cache, the job runner, the device and limits."""
+
+    names: list[str]
+    cache: ModelCache
+    runner: JobRunner
+    device: torch.device
+    max_upload_bytes: int
+    max_pixels: int
+    timeout_s: float
+
+
+def _health(server: _Server) -> Health:
+    running, waiting = server.runner.counts()
+    return Health(
+        status="ok",
+        version=__version__,
+        device=str(server.device),
+        jobs_running=running,
+        jobs_waiting=waiting,
+        jobs_abandoned=server.runner.abandoned,
+        max_jobs=server.runner.max_jobs,
+        max_queue=server.runner.max_queue,
+        max_upload_bytes=server.max_upload_bytes,
+        max_pixels=server.max_pixels,
+        timeout_s=server.timeout_s,
+    )
+
+
+def _model_infos(server: _Server) -> list[ModelInfo]:
+    infos = []
+    for name in server.names:
+        try:
+            infos.append(_describe(name, server.cache.get(name)))
+        except (OSError, ValueError, RuntimeError) as err:
+            raise HTTPException(500, f"model {name!r} could not be loaded: {err}") from err
+    return infos
+
+
+def _checked_names(server: _Server, model: str | None, face_model: str | None) -> tuple[str, str | None]:
+    """The model (default: the first offered) and the face model a request asks for, both offered (else 422)."""
+    names = server.names
+    model_name = names[0] if model is None or model == "" else model
+    if model_name not in names:
+        raise HTTPException(422, f"unknown model {model_name!r}; this server offers: {', '.join(names)}")
+    face = None if face_model == "" else face_model
+    if face is not None and face not in names:
+        raise HTTPException(422, f"unknown face_model {face!r}; this server offers: {', '.join(names)}")
+    return model_name, face
+
+
+async def _read_upload(server: _Server, file: UploadFile) -> tuple[str, bytes, int, int]:
+    """(file name, bytes, width, height) of an upload within the byte and pixel limits (else 413, or 400)."""
+    filename = file.filename or "upload"
+    limit = server.max_upload_bytes
+    # At most one byte past the limit is read: enough to know the file is too large, never unbounded.
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"upload {filename!r} is larger than max_upload_bytes = {_mb(limit)}")
+    try:
+        # The header alone, before any pixel is decoded: a small file can declare a huge image.
+        width, height = image_io.image_size(data, name=filename)
+    except image_io.ImageTooLargeError as err:
+        raise HTTPException(413, f"{err}; this server accepts at most max_pixels = {server.max_pixels}") from err
+    except image_io.ImageReadError as err:
+        raise HTTPException(400, str(err)) from err
+    if width * height > server.max_pixels:
+        raise HTTPException(
+            413,
+            f"image {filename!r} is {width}x{height} = {width * height} pixels, "
+            f"more than max_pixels = {server.max_pixels}",
+        )
+    return filename, data, width, height
+
+
+async def _upscale_request(
+    server: _Server,
+    request: Request,
+    file: UploadFile,
+    *,
+    model: str | None,
+    tile: int | None,
+    face_model: str | None,
+) -> Response:
+    """POST /api/upscale: check the request, queue the upscale, turn each way it can end into a status."""
+    model_name, face_model = _checked_names(server, model, face_model)
+    if tile is not None and not TILE_RANGE[0] <= tile <= TILE_RANGE[1]:
+        raise HTTPException(422, f"tile must be in {TILE_RANGE[0]}..{TILE_RANGE[1]} LR pixels, got {tile}")
+    filename, data, width, height = await _read_upload(server, file)
+    options = TileOptions(tile=TILE if tile is None else tile)
+    cache, runner = server.cache, server.runner
+
+    def work(cancel: threading.Event) -> _Upscaled:
+        face_net = cache.get(face_model) if face_model is not None else None
+        return _upscale_bytes(
+            data,
+            filename=filename,
+            net=cache.get(model_name),
+            device=server.device,
+            options=options,
+            cancel=cancel,
+            face_net=face_net,
+        )
+
+    try:
+        job = await runner.run(work, timeout_s=server.timeout_s, gone=functools.partial(_client_gone, request))
+    except Abandoned as err:
+        # Nobody will read this reply; the job stops at its next tile and its worker takes the next request.
+        raise HTTPException(
+            CLIENT_CLOSED_REQUEST,
+            f"the client closed the connection before upscaling {filename!r} finished; the upscale was cancelled",
+        ) from err
+    except Busy as err:
+        raise HTTPException(
+            503,
+            f"server busy: {err.running} upscale(s) running and {err.waiting} waiting "
+            f"(max_jobs = {runner.max_jobs}, max_queue = {runner.max_queue}); retry in {err.retry_after_s} s",
+            headers={"Retry-After": str(err.retry_after_s)},
+        ) from err
+    except JobTimeout as err:
+        raise HTTPException(
+            504,
+            f"upscaling {filename!r} ({width}x{height}) with {model_name!r} took longer than "
+            f"timeout_s = {server.timeout_s:g} s; try a smaller image or a faster model",
+        ) from err
+    except Cancelled as err:
+        # Raised at a checkpoint after runner.close(): the server is shutting down.
+        raise HTTPException(503, f"upscaling {filename!r} was cancelled: the server is shutting down") from err
+    except image_io.ImageTooLargeError as err:
+        raise HTTPException(413, str(err)) from err
+    except image_io.ImageReadError as err:
+        raise HTTPException(400, str(err)) from err
+    except (OSError, ValueError, RuntimeError) as err:
+        # A model that fails to load or run (bad weights, wrong output shape, out of memory): say what broke.
+        raise HTTPException(500, f"upscaling {filename!r} with {model_name!r} failed: {err}") from err
+    result = job.value
+    out_name = _result_filename(filename, scale=result.scale, model=model_name)
+    return Response(
+        content=result.png,
+        media_type="image/png",
+        headers={
+            "Content-Disposition": _content_disposition(out_name),
+            "X-Model": model_name,
+            "X-Scale": str(result.scale),
+            "X-Input-Width": str(result.input_size[0]),
+            "X-Input-Height": str(result.input_size[1]),
+            "X-Output-Width": str(result.output_size[0]),
+            "X-Output-Height": str(result.output_size[1]),
+            "X-Elapsed-Seconds": f"{job.run_s:.3f}",
+            "X-Queue-Seconds": f"{job.wait_s:.3f}",
+            **({"X-Faces": result.faces, "X-Face-Model": str(face_model)} if face_model else {}),
+        },
+    )
 
 
 def _upscale_bytes(

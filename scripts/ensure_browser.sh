@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The browser test (tests/test_serve_browser.py) drives a system Chromium through Playwright; no browser is
+# The browser test (tests/serve/test_serve_browser.py) drives a system Chromium through Playwright; no browser is
 # downloaded by a test tool. Install the distribution's Chromium when it is missing and we may (root, or sudo
 # without a password); otherwise stop with one line saying what to run. SRKIT_CHROMIUM names another binary.
 set -euo pipefail

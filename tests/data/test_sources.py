@@ -205,7 +205,7 @@ def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
         "data.split=null",
         "data.group_by=null",
     ]
-    config = load_config(Path(__file__).parents[1] / "configs" / "srresnet_faces_x4.yaml", overrides)
+    config = load_config(Path(__file__).parents[2] / "configs" / "srresnet_faces_x4.yaml", overrides)
     sources = sources_for(config.data, None)
     assert [p.name for p in sources.train_files] == ["000001.png", "000002.png", "000003.png"]
     assert [p.name for p in sources.val_files] == ["000004.png", "000005.png"]  # the official val part
@@ -215,7 +215,7 @@ def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
 def test_face_recipe_splits_lfw_by_identity(data_dir: Path) -> None:
     from srkit.config import load_config
 
-    config = load_config(Path(__file__).parents[1] / "configs" / "srresnet_faces_x4.yaml")
+    config = load_config(Path(__file__).parents[2] / "configs" / "srresnet_faces_x4.yaml")
     assert config.data.group_by == "lfw" and config.data.val == "split"
     sources = sources_for(config.data, data_dir)
     key = group_key("lfw")

@@ -1,0 +1,132 @@
+"""Network interpolation (ESRGAN sec. 3.4): the library function and `srkit interpolate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from srkit.cli import main
+from srkit.interpolate import interpolate_weights
+from srkit.models import build_generator, load_model, read_metadata, save_weights
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+NEW_RECIPES = (
+    "rrdb_psnr_x4",
+    "esrgan_x4",
+    "srgan_lsgan_x4",
+    "autoencoder_x4",
+    "vanilla_gan_x4",
+    "srgan_small_x4",
+)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A random (n, 3, h, w) batch in [0, 1]."""
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# network interpolation ------------------------------------------------------------------------------------
+
+TINY_SRRESNET = {"scale": 4, "width": 8, "num_blocks": 1}
+TINY_RRDB = {"width": 8, "num_blocks": 1, "growth": 4}
+
+
+def _saved(path: Path, seed: int, arch: str = "srresnet", **kwargs: Any) -> Path:
+    """A tiny generator with seed-dependent weights and BN counters, saved as srkit safetensors."""
+    arch_kwargs = kwargs or TINY_SRRESNET
+    torch.manual_seed(seed)
+    model = build_generator(arch, **arch_kwargs)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buf.fill_(10 + seed)
+            elif name.endswith("running_mean"):
+                buf.normal_()
+    return save_weights(model, path, arch=arch, arch_kwargs=arch_kwargs)
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    return _saved(tmp_path / "psnr.safetensors", 1), _saved(tmp_path / "gan.safetensors", 2)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_interpolate_ends_are_exact(tmp_path: Path, pair: tuple[Path, Path], alpha: float) -> None:
+    a, b = pair
+    out = interpolate_weights(a, b, alpha, tmp_path / "out.safetensors")
+    got, expected, sb = load_file(str(out)), load_file(str(b if alpha else a)), load_file(str(b))
+    assert got.keys() == expected.keys()
+    for key in expected:
+        # Every float tensor is exactly the chosen end's; integer counters always come from B (by design).
+        want = expected[key] if expected[key].is_floating_point() else sb[key]
+        assert got[key].dtype == want.dtype and torch.equal(got[key], want), key
+
+
+def test_interpolate_half_is_the_mean(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    out = interpolate_weights(a, b, 0.5, tmp_path / "mid.safetensors")
+    got, sa, sb = load_file(str(out)), load_file(str(a)), load_file(str(b))
+    for key, value in got.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (sa[key] + sb[key]) / 2)
+        else:
+            assert key.endswith("num_batches_tracked") and torch.equal(value, sb[key])  # counters from B
+    meta = read_metadata(out)
+    assert meta["arch"] == "srresnet" and json.loads(meta["arch_kwargs"]) == TINY_SRRESNET
+    assert meta["interpolated_a"] == str(a) and meta["interpolated_b"] == str(b) and meta["alpha"] == "0.5"
+    with torch.no_grad():
+        assert load_model(out)(_image(1, 5, 6)).shape == (1, 3, 20, 24)
+
+
+def test_interpolate_errors(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    rrdb = _saved(tmp_path / "rrdb.safetensors", 3, "rrdbnet", scale=4, **TINY_RRDB)
+    with pytest.raises(ValueError, match="different architectures") as info:
+        interpolate_weights(a, rrdb, 0.5, tmp_path / "x.safetensors")
+    assert str(a) in str(info.value) and str(rrdb) in str(info.value)
+    wider = _saved(tmp_path / "wide.safetensors", 4, "srresnet", scale=4, width=16, num_blocks=1)
+    with pytest.raises(ValueError, match="'width': 16"):
+        interpolate_weights(a, wider, 0.5, tmp_path / "x.safetensors")
+    for alpha in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="alpha must be in"):
+            interpolate_weights(a, b, alpha, tmp_path / "x.safetensors")
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        interpolate_weights(a, tmp_path / "nothere.safetensors", 0.5, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_interpolate(tmp_path: Path, pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = pair
+    out = tmp_path / "interp.safetensors"
+    assert main(["interpolate", str(a), str(b), "--alpha", "0.8", "-o", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert read_metadata(out)["alpha"] == "0.8"
+    sa, sb, got = load_file(str(a)), load_file(str(b)), load_file(str(out))
+    torch.testing.assert_close(got["head.0.weight"], 0.2 * sa["head.0.weight"] + 0.8 * sb["head.0.weight"])
+
+    assert main(["interpolate", str(a), str(b), "--alpha", "0.3", "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["interpolate", str(a), str(b), "--alpha", "0.3", "-o", str(out), "--overwrite"]) == 0
+    assert read_metadata(out)["alpha"] == "0.3"
+
+    rrdb = _saved(tmp_path / "rrdb.safetensors", 3, "rrdbnet", scale=4, **TINY_RRDB)
+    capsys.readouterr()
+    assert main(["interpolate", str(a), str(rrdb), "-o", str(tmp_path / "bad.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "srkit interpolate: error:" in err and "different architectures" in err and "Traceback" not in err
+    assert main(["interpolate", str(a), str(b), "--alpha", "2", "-o", str(tmp_path / "bad.safetensors")]) == 2
+    assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad.safetensors").exists()

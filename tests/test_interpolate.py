@@ -9,33 +9,13 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
 from srkit.cli import main
 from srkit.interpolate import interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-NEW_RECIPES = (
-    "rrdb_psnr_x4",
-    "esrgan_x4",
-    "srgan_lsgan_x4",
-    "autoencoder_x4",
-    "vanilla_gan_x4",
-    "srgan_small_x4",
-)
-
+from testkit import random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """A random (n, 3, h, w) batch in [0, 1]."""
-    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 # network interpolation ------------------------------------------------------------------------------------
@@ -88,7 +68,7 @@ def test_interpolate_half_is_the_mean(tmp_path: Path, pair: tuple[Path, Path]) -
     assert meta["arch"] == "srresnet" and json.loads(meta["arch_kwargs"]) == TINY_SRRESNET
     assert meta["interpolated_a"] == str(a) and meta["interpolated_b"] == str(b) and meta["alpha"] == "0.5"
     with torch.no_grad():
-        assert load_model(out)(_image(1, 5, 6)).shape == (1, 3, 20, 24)
+        assert load_model(out)(random_batch(1, 5, 6)).shape == (1, 3, 20, 24)
 
 
 def test_interpolate_errors(tmp_path: Path, pair: tuple[Path, Path]) -> None:

@@ -90,3 +90,22 @@ def pairs_for(d: Any, sources: Any, *, scale: int = 4, seed: int = 0) -> Any:
         face_margin=d.face_margin,
         hr_size=d.hr_size,
     )
+
+
+def n_params(model: Any) -> int:
+    """Learned parameters of a module (buffers such as BatchNorm statistics not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def random_batch(n: int, h: int, w: int, seed: int = 0) -> Any:
+    """A random (n, 3, h, w) float batch in [0, 1], seeded."""
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def textured_png(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    """A w x h RGB PNG of smooth random texture (random 4x-smaller noise, bicubic-upsized), folders made."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(max(1, h // 4), max(1, w // 4), 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path)
+    return path

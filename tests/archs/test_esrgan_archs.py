@@ -19,28 +19,9 @@ from srkit.archs import (
 )
 from srkit.archs.rrdbnet import RRDB, ResidualDenseBlock
 from srkit.models import build_generator, load_model, save_weights
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-NEW_RECIPES = (
-    "rrdb_psnr_x4",
-    "esrgan_x4",
-    "srgan_lsgan_x4",
-    "autoencoder_x4",
-    "vanilla_gan_x4",
-    "srgan_small_x4",
-)
-
+from testkit import n_params, random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """A random (n, 3, h, w) batch in [0, 1]."""
-    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 def test_registry() -> None:
@@ -56,9 +37,9 @@ def test_registry() -> None:
 def test_rrdbnet_paper_size_parameter_count() -> None:
     # conv_first 1,792 + 23 RRDBs x 3 dense blocks x 239,808 + conv_body, conv_up1, conv_up2, conv_hr 4 x 36,928
     # + conv_last 1,731 (ESRGAN's released x4 model has the same count).
-    assert _n_params(RRDBNet()) == 16_697_987
-    assert _n_params(ResidualDenseBlock(64, 32)) == 239_808
-    assert _n_params(RRDBNet(scale=2)) == 16_697_987 - 36_928  # one upsampling conv fewer
+    assert n_params(RRDBNet()) == 16_697_987
+    assert n_params(ResidualDenseBlock(64, 32)) == 239_808
+    assert n_params(RRDBNet(scale=2)) == 16_697_987 - 36_928  # one upsampling conv fewer
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -66,7 +47,7 @@ def test_rrdbnet_tiny_output_shape(scale: int) -> None:
     model = RRDBNet(num_blocks=1, width=8, growth=4, scale=scale).eval()
     assert model.scale == scale
     with torch.no_grad():
-        out = model(_image(1, 8, 10))
+        out = model(random_batch(1, 8, 10))
     assert out.shape == (1, 3, 8 * scale, 10 * scale) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
 
@@ -92,7 +73,7 @@ def test_rrdbnet_layout_no_batchnorm_and_released_key_names() -> None:
 
 
 def test_rrdbnet_residual_scaling_is_0_2() -> None:
-    x = _image(1, 5, 6)
+    x = random_batch(1, 5, 6)
     rdb = ResidualDenseBlock(8, 4)
     with torch.no_grad():
         rdb.conv5.weight.zero_()
@@ -110,7 +91,7 @@ def test_rrdbnet_output_is_not_clamped() -> None:
     model = RRDBNet(num_blocks=1, width=8, growth=4).eval()
     with torch.no_grad():
         model.conv_last.bias.fill_(5.0)
-        assert model(_image(1, 4, 4)).min() > 1  # callers clamp, the net does not
+        assert model(random_batch(1, 4, 4)).min() > 1  # callers clamp, the net does not
 
 
 @pytest.mark.parametrize("scale", [1, 3, 8])
@@ -124,7 +105,7 @@ def test_rrdbnet_save_load_round_trip(tmp_path: Path) -> None:
     model = build_generator("rrdbnet", **kwargs).eval()
     path = save_weights(model, tmp_path / "rrdb.safetensors", arch="rrdbnet", arch_kwargs=kwargs)
     loaded = load_model(path)
-    x = _image(1, 6, 7)
+    x = random_batch(1, 6, 7)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
@@ -137,7 +118,7 @@ def test_esrgan_discriminator_parameter_count() -> None:
     # + 1,048,576 + 1,179,648 + 4,194,304 + 2,359,296 + 4,194,304; nine BNs 2 x 2,880 = 5,760;
     # Linear(8192 -> 100) 819,300 + Linear(100 -> 1) 101. Total 14,499,401.
     model = ESRGANDiscriminator()
-    assert _n_params(model) == 14_499_401
+    assert n_params(model) == 14_499_401
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]
     assert [c.kernel_size[0] for c in convs] == [3, 4] * 5 and [c.stride[0] for c in convs] == [1, 2] * 5
@@ -147,7 +128,7 @@ def test_esrgan_discriminator_parameter_count() -> None:
 
 def test_esrgan_discriminator_output_and_backward() -> None:
     model = ESRGANDiscriminator(width=8).train()
-    logits = model(_image(3, 128, 128))
+    logits = model(random_batch(3, 128, 128))
     assert logits.shape == (3, 1) and torch.isfinite(logits).all()
     nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -157,11 +138,11 @@ def test_esrgan_discriminator_output_and_backward() -> None:
 def test_esrgan_discriminator_rejects_other_sizes(h: int, w: int) -> None:
     model = ESRGANDiscriminator(width=4)
     with pytest.raises(ValueError, match=r"\(N, C, 128, 128\)") as info:
-        model(_image(1, h, w))
+        model(random_batch(1, h, w))
     assert f"{h}, {w}" in str(info.value)
     with pytest.raises(ValueError, match="multiple of 32"):
         ESRGANDiscriminator(input_size=100)
-    assert ESRGANDiscriminator(width=4, input_size=64).eval()(_image(2, 64, 64)).shape == (2, 1)
+    assert ESRGANDiscriminator(width=4, input_size=64).eval()(random_batch(2, 64, 64)).shape == (2, 1)
 
 
 # baselines ------------------------------------------------------------------------------------------------
@@ -171,7 +152,7 @@ def test_autoencoder_shapes_and_layout() -> None:
     model = ConvAutoencoder(width=8).eval()
     assert model.scale == 4
     with torch.no_grad():
-        assert model(_image(2, 7, 9)).shape == (2, 3, 28, 36)
+        assert model(random_batch(2, 7, 9)).shape == (2, 3, 28, 36)
     convs = (
         [m for m in model.encoder if isinstance(m, nn.Conv2d)],
         [m for m in model.decoder if isinstance(m, nn.Conv2d)],
@@ -180,7 +161,7 @@ def test_autoencoder_shapes_and_layout() -> None:
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.encoder) == 2
     assert sum(type(m).__name__ == "BicubicUp2" for m in model.decoder) == 2
     # 3x3 convs w, w, 2w, 2w, 4w | 2w, 2w, w, w, 3 at w = 64.
-    assert _n_params(ConvAutoencoder()) == 1_110_403
+    assert n_params(ConvAutoencoder()) == 1_110_403
     with pytest.raises(ValueError, match="scale 2"):
         ConvAutoencoder(scale=2)
 
@@ -191,7 +172,7 @@ def test_autoencoder_input_is_bicubic_pre_upsampled() -> None:
     seen: list[tuple[int, ...]] = []
     model.encoder.register_forward_hook(lambda _m, inp, out: seen.extend([tuple(inp[0].shape), tuple(out.shape)]))
     with torch.no_grad():
-        model(_image(1, 6, 5))
+        model(random_batch(1, 6, 5))
     assert seen == [(1, 3, 24, 20), (1, 16, 6, 5)]
 
 
@@ -199,9 +180,9 @@ def test_pixelshuffle_generator() -> None:
     model = PixelShuffleGenerator(width=8, num_convs=1).eval()
     assert model.scale == 4
     with torch.no_grad():
-        out = model(_image(2, 7, 9))
+        out = model(random_batch(2, 7, 9))
     assert out.shape == (2, 3, 28, 36) and float(out.min()) >= 0 and float(out.max()) <= 1
     assert sum(isinstance(m, nn.PixelShuffle) for m in model.modules()) == 2
-    assert _n_params(PixelShuffleGenerator()) == 474_307  # 9x9 head, 4 convs, 2 x (conv 64 -> 256), 9x9 tail
+    assert n_params(PixelShuffleGenerator()) == 474_307  # 9x9 head, 4 convs, 2 x (conv 64 -> 256), 9x9 tail
     with pytest.raises(ValueError, match="scale 2"):
         PixelShuffleGenerator(scale=2)

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from srkit import image_io
 from srkit.cli import main
 from srkit.config import DataConfig, load_config
 from srkit.data.datasets import PatchDataset
-from testkit import pairs_for, sources_for
-
-
-def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, size=(max(1, h // 4), max(1, w // 4), 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path)
-    return path
+from testkit import pairs_for, sources_for, textured_png
 
 
 @pytest.fixture()
 def hr(tmp_path: Path) -> Path:
     folder = tmp_path / "hr"
     for i in range(10):
-        _png(folder / f"im{i}.png", 48 + 4 * i, 40, seed=i)
+        textured_png(folder / f"im{i}.png", 48 + 4 * i, 40, seed=i)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     return folder
 

@@ -16,23 +16,15 @@ from srkit.data.lowres import LowRes
 from srkit.data.prepare import prepare_pairs
 from srkit.data.sources import group_key, official_partition, paired_folders, read_file_list, split
 from srkit.ops import modcrop
-from testkit import sources_for
-
-
-def _png(path: Path, w: int, h: int, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, size=(max(1, h // 4), max(1, w // 4), 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path)
-    return path
+from testkit import sources_for, textured_png
 
 
 @pytest.fixture()
 def hr_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "hr"
-    _png(folder / "a.png", 50, 42, 1)
-    _png(folder / "sub" / "b.png", 64, 64, 2)
-    _png(folder / "c.png", 20, 20, 3)  # smaller than a 32px crop
+    textured_png(folder / "a.png", 50, 42, 1)
+    textured_png(folder / "sub" / "b.png", 64, 64, 2)
+    textured_png(folder / "c.png", 20, 20, 3)  # smaller than a 32px crop
     (folder / "bad.png").write_bytes(b"not an image")
     return folder
 
@@ -60,11 +52,11 @@ def test_file_list(tmp_path: Path, hr_folder: Path) -> None:
 def test_paired_folders(tmp_path: Path) -> None:
     root = tmp_path / "pairs"
     for name in ("00000", "00001"):
-        _png(root / "HQ" / f"{name}.png", 16, 16)
-        _png(root / "LQ" / f"{name}.png", 4, 4)
+        textured_png(root / "HQ" / f"{name}.png", 16, 16)
+        textured_png(root / "LQ" / f"{name}.png", 4, 4)
     pairs = paired_folders(root)
     assert [(h.name, lq.name) for h, lq in pairs] == [("00000.png", "00000.png"), ("00001.png", "00001.png")]
-    _png(root / "HQ" / "00002.png", 16, 16)
+    textured_png(root / "HQ" / "00002.png", 16, 16)
     with pytest.raises(ValueError, match="00002"):
         paired_folders(root)
     with pytest.raises(FileNotFoundError, match="HQ"):
@@ -139,7 +131,7 @@ def test_training_images_in_odd_modes_become_rgb_pairs(tmp_path: Path) -> None:
     """Gray, palette, RGBA, gray+alpha and 16-bit HR files train like RGB; a truncated one is skipped."""
     folder = tmp_path / "odd"
     folder.mkdir()
-    rgb = np.asarray(Image.open(_png(tmp_path / "base.png", 48, 40, 7)))
+    rgb = np.asarray(Image.open(textured_png(tmp_path / "base.png", 48, 40, 7)))
     Image.fromarray(rgb).convert("L").save(folder / "gray.png")
     Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
     Image.fromarray(rgb).convert("RGBA").save(folder / "rgba.png")
@@ -195,7 +187,7 @@ def test_face_recipe_runs_on_celeba_partition(tmp_path: Path) -> None:
 
     images = tmp_path / "celeba" / "img_align_celeba"
     for i in range(1, 7):
-        _png(images / f"{i:06d}.png", 40, 40, i)
+        textured_png(images / f"{i:06d}.png", 40, 40, i)
     (tmp_path / "celeba" / "list_eval_partition.txt").write_text(
         "".join(f"{i:06d}.png {part}\n" for i, part in zip(range(1, 7), [0, 0, 0, 1, 1, 2], strict=True))
     )

@@ -25,7 +25,7 @@ from srkit.config import Config, load_config
 from srkit.models import build_generator, load_model, read_metadata, save_weights
 from srkit.train.loop import fit, lr_plan, make_optimizer
 from srkit.train.state import load_checkpoint
-from testkit import smooth_rgb
+from testkit import random_batch, smooth_rgb
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NEW_RECIPES = (
@@ -39,15 +39,6 @@ NEW_RECIPES = (
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """A random (n, 3, h, w) batch in [0, 1]."""
-    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 # recipes --------------------------------------------------------------------------------------------------
@@ -333,4 +324,4 @@ def test_interpolate_esrgan_with_its_psnr_model(tmp_path: Path, rrdb_psnr_run: P
     for key, value in load_file(str(out)).items():
         torch.testing.assert_close(value, 0.2 * sa[key] + 0.8 * sb[key])
     with torch.no_grad():
-        assert model(_image(1, 6, 5)).shape == (1, 3, 24, 20)
+        assert model(random_batch(1, 6, 5)).shape == (1, 3, 24, 20)

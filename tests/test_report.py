@@ -41,9 +41,12 @@ def test_report_tables_put_bicubic_first_and_name_what_is_missing(tmp_path: Path
     natural = {"Nat": _folder(tmp_path / "nat", ["c.png"])}
     tables = (
         TableSpec(
-            "t1", "1. faces", (("bicubic", "bicubic"), ("SRResNet", "srresnet"), ("absent", "srgan_faces")), (FACE_SET,)
+            "t1",
+            "1. faces",
+            (("bicubic", "bicubic"), ("SRResNet", "srresnet"), ("absent", "no_such_face_model")),
+            (FACE_SET,),
         ),
-        TableSpec("t2", "2. only bicubic", (("bicubic", "bicubic"), ("absent", "srgan_faces_psnr")), ("Nat",)),
+        TableSpec("t2", "2. only bicubic", (("bicubic", "bicubic"), ("absent", "no_such_model")), ("Nat",)),
     )
     report = make_report(
         tmp_path / "report",
@@ -57,13 +60,40 @@ def test_report_tables_put_bicubic_first_and_name_what_is_missing(tmp_path: Path
     assert "## 1. faces" in text and "## 2. only bicubic" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert table[1].startswith("| bicubic |") and table[2].startswith("| SRResNet |")  # after the header
-    assert "Left out (not shipped): srgan_faces." in text
-    assert "Not made: needs the shipped models srgan_faces_psnr." in text
+    assert "Left out (not shipped): no_such_face_model." in text
+    assert "Not made: needs the shipped models no_such_model." in text
     assert "Protocol:" in text and "(figures/LFW-test_a.png)" in text.replace("t1/", "")
-    assert (tmp_path / "report" / "t1" / "compare.csv").is_file() and report.missing["t2"] == ["srgan_faces_psnr"]
+    assert (tmp_path / "report" / "t1" / "compare.csv").is_file() and report.missing["t2"] == ["no_such_model"]
 
 
 def test_report_cli_refuses_a_missing_face_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--face-set", str(tmp_path / "none"), "-o", str(tmp_path / "r")]) == 2
     assert "--face-set" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_report_md_gathers_tables_made_at_different_times(tmp_path: Path) -> None:
+    import torch
+
+    from srkit.report import TABLES
+
+    faces = _folder(tmp_path / "faces", ["a.png"])
+    natural = {"Nat": _folder(tmp_path / "nat", ["c.png"])}
+    first = TableSpec("faces", TABLES[0].title, (("bicubic", "bicubic"), ("SRResNet", "srresnet")), (FACE_SET,))
+    later = TableSpec("domains", TABLES[3].title, (("bicubic", "bicubic"), ("SRResNet", "srresnet")), ("Nat",))
+    out = tmp_path / "report"
+    common = {"face_set": faces, "natural_sets": natural, "device": torch.device("cpu"), "lpips_net": "none"}
+    text = make_report(out, tables=(first,), **common).path.read_text()
+    assert f"## {TABLES[0].title}" in text and "Not made yet: `srkit report --tables domains`." in text
+    text = make_report(out, tables=(later,), **common).path.read_text()
+    # The second run kept the first table and added its own, in the report's order; two still to come.
+    assert text.index(f"## {TABLES[0].title}") < text.index(f"## {TABLES[3].title}")
+    assert "--tables domains" not in text and text.count("Not made yet") == 2
+    assert sum(line.startswith("| SRResNet |") for line in text.splitlines()) == 2
+
+
+def test_report_cli_refuses_unknown_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    faces = _folder(tmp_path / "faces", ["a.png"])
+    argv = ["report", "-o", str(tmp_path / "r"), "--face-set", str(faces), "--tables", "faces,nope", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "--tables 'faces,nope': expected names among faces, faces_cross, natural, domains" in capsys.readouterr().err

@@ -8,7 +8,9 @@ model alone; for the first few images of a set the SRs are kept for the figure.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from torch import nn
 from srkit import fs
 from srkit.evaluate import ImageScore, SetSummary, benchmark_images, evaluate_pair, load_pair, summarize
 from srkit.metrics import LPIPS, protocol
-from srkit.models import build_generator, display_name, load_model, model_scale, read_metadata
+from srkit.models import build_generator, display_name, load_model, model_scale, shipped_models
 
 RUN_CHECKPOINTS = ("best_psnr", "best_ssim", "best_lpips")
 # metric -> (column title, digits, higher is better)
@@ -70,11 +72,19 @@ class Comparison:
 
 
 def _weights_key(path: Path) -> str:
-    """Identity of a weights file: its run folder and training step when the trainer wrote them, else its path."""
-    meta = read_metadata(path)
-    if path.parent.name == "checkpoints" and "step" in meta:
-        return f"{path.parent.resolve()}@step{meta['step']}"
-    return str(path.resolve())
+    """Identity of a weights file: its tensors (names, dtypes, shapes and bytes; the metadata left out), so rows
+    holding the same weights (a run's best_psnr and best_ssim saved at one step, or two shipped names for one
+    checkpoint) share one evaluation."""
+    data = path.read_bytes()
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        header.pop("__metadata__", None)
+    except (ValueError, UnicodeDecodeError):
+        return str(path.resolve())  # not safetensors: load_model will say what is wrong with it
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    digest.update(data[8 + size :])
+    return "tensors:" + digest.hexdigest()
 
 
 def _run_specs(run_dir: Path, prefix: str) -> list[ModelSpec]:
@@ -102,8 +112,10 @@ def parse_models(args: Sequence[str]) -> list[ModelSpec]:
             specs += _run_specs(path, label or path.resolve().name)
         elif path.is_file():
             specs.append(ModelSpec(label or display_name(path), target, _weights_key(path)))
+        elif target in shipped_models():
+            specs.append(ModelSpec(label or target, target, _weights_key(shipped_models()[target])))
         else:
-            specs.append(ModelSpec(label or target, target, target))  # a name; load_model checks it
+            specs.append(ModelSpec(label or target, target, target))  # bicubic, or a name load_model refuses
     labels = [s.label for s in specs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:

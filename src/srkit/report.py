@@ -25,6 +25,7 @@ from srkit.metrics import LPIPS
 from srkit.models import available_models
 
 FACE_SET = "LFW-test"
+SECTION = "section.md"  # one table's part of report.md, written in its folder
 NATURAL_SETS = ("Set5", "Set14", "BSD100")
 # (label, model name) rows; the SRGAN's best-LPIPS generator is the plain name, the others carry the metric.
 FACE_ROWS = (
@@ -123,28 +124,37 @@ def make_report(
     for spec in tables:
         rows = [f"{label}={name}" for label, name in spec.rows if name in known]
         report.missing[spec.key] = [name for _, name in spec.rows if name not in known]
-        lines += [f"## {spec.title}", ""]
+        section = [f"## {spec.title}", ""]
         if len(rows) < 2:
-            lines += [f"Not made: needs the shipped models {', '.join(report.missing[spec.key])}.", ""]
-            continue
-        result = compare_models(
-            parse_models(rows),
-            [(name, sets[name]) for name in spec.sets],
-            device=device,
-            lpips_model=lpips_model,
-            lpips_net=lpips_net,
-            figure_images=figure_images,
-        )
-        folder = out_dir / spec.key
-        written = write_outputs(result, folder)
-        report.tables[spec.key] = folder
-        report.failed += result.failed
-        lines += [markdown(result).rstrip(), ""]
-        if report.missing[spec.key]:
-            lines += [f"Left out (not shipped): {', '.join(report.missing[spec.key])}.", ""]
-        figures = [p for p in written if p.suffix == ".png"]
-        lines += [f"![{spec.title}: {p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures] + [""]
+            section += [f"Not made: needs the shipped models {', '.join(report.missing[spec.key])}.", ""]
+        else:
+            result = compare_models(
+                parse_models(rows),
+                [(name, sets[name]) for name in spec.sets],
+                device=device,
+                lpips_model=lpips_model,
+                lpips_net=lpips_net,
+                figure_images=figure_images,
+            )
+            written = write_outputs(result, out_dir / spec.key)
+            report.tables[spec.key] = out_dir / spec.key
+            report.failed += result.failed
+            section += [markdown(result).rstrip(), ""]
+            if report.missing[spec.key]:
+                section += [f"Left out (not shipped): {', '.join(report.missing[spec.key])}.", ""]
+            figures = [p for p in written if p.suffix == ".png"]
+            section += [f"![{spec.title}: {p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures] + [""]
+        # Each table's section is kept beside its outputs, so report.md holds every table made so far, also
+        # those of an earlier `srkit report --tables ...` into the same folder.
+        fs.atomic_write(out_dir / spec.key / SECTION, ("\n".join(section).rstrip() + "\n").encode("utf-8"))
         if on_table is not None:
             on_table(spec.key)
+    standard = {t.key for t in TABLES}
+    for spec in [*TABLES, *(t for t in tables if t.key not in standard)]:
+        path = out_dir / spec.key / SECTION
+        if path.is_file():
+            lines += [path.read_text(encoding="utf-8").rstrip(), ""]
+        elif spec.key in standard:
+            lines += [f"## {spec.title}", "", f"Not made yet: `srkit report --tables {spec.key}`.", ""]
     fs.atomic_write(report.path, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
     return report

@@ -127,7 +127,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """srkit report: the dual-model system's four tables (faces, cross-domain, natural, specialisation)."""
     from srkit.device import pick_device
     from srkit.paths import data_root
-    from srkit.report import NATURAL_SETS, face_test_split, make_report
+    from srkit.report import NATURAL_SETS, TABLES, face_test_split, make_report
 
     if not str(args.out).strip():
         raise ValueError("--out is empty: name the folder the report goes to")
@@ -143,6 +143,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"LFW faces not found at {lfw}: pass --lfw DIR or --face-set DIR")
         face_set = face_test_split(lfw, out / "face_test")
     refuse_out_inside(out, [face_set, *natural.values()], "benchmark set")
+    by_key = {t.key: t for t in TABLES}
+    keys = [k.strip() for k in args.tables.split(",") if k.strip()] if args.tables else list(by_key)
+    unknown = [k for k in keys if k not in by_key]
+    if unknown or not keys:
+        raise ValueError(f"--tables {args.tables!r}: expected names among {', '.join(by_key)}")
     report = make_report(
         out,
         face_set=face_set,
@@ -151,6 +156,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         lpips_net=args.lpips,
         data_dir=args.data_dir,
         figure_images=args.figure_images,
+        tables=[by_key[k] for k in keys],
         on_table=lambda key: print(f"table {key}: done", file=sys.stderr),
     )
     print(report.path.read_text())
@@ -202,5 +208,11 @@ def register(sub: Any) -> None:
     p.add_argument("--lfw", default=None, help="the LFW folder the test split is taken from (default <data>/faces/LFW)")
     p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
     p.add_argument("--figure-images", type=int, default=1, help="figures for the first N images of each set")
+    p.add_argument(
+        "--tables",
+        default=None,
+        help="make only these, comma-separated: faces, faces_cross, natural, domains (default: all four); report.md "
+        "then holds them and any made before into the same folder",
+    )
     add_device_args(p)
     p.set_defaults(func=cmd_report)

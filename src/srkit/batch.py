@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from srkit import fs, image_io
+from srkit.descriptor import Upscaler, describe
 from srkit.face_upscale import upscale_with_faces
 from srkit.inference import (
     TileOptions,
@@ -20,7 +20,6 @@ from srkit.inference import (
     upscale_image,
     upscale_tiled,
 )
-from srkit.models import model_scale
 
 
 @dataclass
@@ -61,7 +60,7 @@ def _same_size_groups(
 
 
 def upscale_files(
-    model: nn.Module,
+    model: Upscaler,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     *,
@@ -72,7 +71,7 @@ def upscale_files(
     options: TileOptions | None = None,
     batch_size: int = 1,
     max_pixels: int | None = None,
-    face_model: nn.Module | None = None,
+    face_model: Upscaler | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> BatchReport:
     """Upscale files and folders into out_dir; a bad file is recorded and the batch goes on.
@@ -98,7 +97,7 @@ def upscale_files(
         raise NothingToDoError(f"no images to upscale in {', '.join(map(str, roots))}{what}")
     input_set = {p.resolve() for p in files}
     report = BatchReport(skipped_outputs=earlier)
-    scale = model_scale(model)
+    scale = describe(model).scale
     limit = max_output_pixels(tiled=opts.tile is not None, explicit=max_pixels)
 
     def fits_whole(image: image_io.LoadedImage) -> bool:
@@ -144,7 +143,7 @@ def upscale_files(
 
 
 def _upscale_group(
-    model: nn.Module,
+    model: Upscaler,
     group: list[tuple[Path, Path, image_io.LoadedImage]],
     *,
     device: torch.device,
@@ -170,7 +169,7 @@ def _upscale_group(
             if on_file is not None:
                 on_file(src)
         return
-    scale = model_scale(model)
+    scale = describe(model).scale
     for (src, dst, image), sr in zip(group, srs, strict=True):
         try:
             _write(

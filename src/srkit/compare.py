@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from srkit import fs
+from srkit.descriptor import ModelDescriptor, open_model
 from srkit.evaluate import ImageScore, SetSummary, benchmark_images, evaluate_pair, load_pair, summarize
 from srkit.metrics import LPIPS, protocol
-from srkit.models import build_generator, display_name, load_model, model_scale, shipped_models
+from srkit.models import build_generator, display_name, shipped_models
 
 RUN_CHECKPOINTS = ("best_psnr", "best_ssim", "best_lpips")
 # metric -> (column title, digits, higher is better)
@@ -31,7 +31,7 @@ METRICS = {"psnr": ("PSNR", 2, True), "ssim": ("SSIM", 4, True), "lpips": ("LPIP
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One row of the comparison: its label, what load_model loads, and which weights it is."""
+    """One row of the comparison: its label, what open_model opens, and which weights it is."""
 
     label: str
     source: str
@@ -81,7 +81,7 @@ def _weights_key(path: Path) -> str:
         header = json.loads(data[8 : 8 + size])
         header.pop("__metadata__", None)
     except (ValueError, UnicodeDecodeError):
-        return str(path.resolve())  # not safetensors: load_model will say what is wrong with it
+        return str(path.resolve())  # not safetensors: open_model will say what is wrong with it
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     digest.update(data[8 + size :])
     return "tensors:" + digest.hexdigest()
@@ -112,10 +112,10 @@ def parse_models(args: Sequence[str]) -> list[ModelSpec]:
             specs += _run_specs(path, label or path.resolve().name)
         elif path.is_file():
             specs.append(ModelSpec(label or display_name(path), target, _weights_key(path)))
-        elif target in shipped_models():
-            specs.append(ModelSpec(label or target, target, _weights_key(shipped_models()[target])))
+        elif (shipped := shipped_models().get(target)) is not None:
+            specs.append(ModelSpec(label or target, target, _weights_key(shipped)))
         else:
-            specs.append(ModelSpec(label or target, target, target))  # bicubic, or a name load_model refuses
+            specs.append(ModelSpec(label or target, target, target))  # bicubic, or a name open_model refuses
     labels = [s.label for s in specs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
@@ -139,11 +139,11 @@ def compare_models(
     """Score every model on every image of every set; keep the first `figure_images` SRs of each set."""
     if figure_images < 0:
         raise ValueError(f"--figure-images must be >= 0, got {figure_images}")
-    models: dict[str, nn.Module] = {}
+    models: dict[str, ModelDescriptor] = {}
     for spec in specs:
         if spec.key not in models:
-            models[spec.key] = load_model(spec.source, scale=scale, device=device)
-    scales = {spec.label: model_scale(models[spec.key]) for spec in specs}
+            models[spec.key] = open_model(spec.source, scale=scale, device=device)
+    scales = {spec.label: models[spec.key].scale for spec in specs}
     if len(set(scales.values())) != 1:
         raise ValueError(f"models upscale by different factors, cannot compare them: {scales}")
     scale = next(iter(scales.values()))

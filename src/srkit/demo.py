@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from srkit import image_io
 from srkit.batch import upscale_files
 from srkit.data.degradations import bicubic_degrade
+from srkit.descriptor import open_model
 from srkit.device import pick_device
 from srkit.evaluate import (
     ImageScore,
@@ -22,7 +23,6 @@ from srkit.evaluate import (
     write_summary_json,
 )
 from srkit.metrics import LPIPS, PROTOCOL
-from srkit.models import load_model, model_scale
 from srkit.ops import modcrop, quantize
 from srkit.paths import MissingDataError
 
@@ -85,9 +85,9 @@ def run_demo(
     summaries: dict[str, SetSummary] = {}
     montage_rows = {name: [("LR", lr_dir / f"{name}.png")] for name in gts}
     for model_name in models:
-        model = load_model(model_name, scale=scale, device=torch_device)
-        if model_scale(model) != scale:
-            raise ValueError(f"demo runs at x{scale}, model {model_name!r} is x{model_scale(model)}")
+        model = open_model(model_name, scale=scale, device=torch_device)
+        if model.scale != scale:
+            raise ValueError(f"demo runs at x{scale}, model {model_name!r} is x{model.scale}")
         sr_dir = out_dir / "sr" / Path(model_name).stem
         report = upscale_files(model, [lr_dir], sr_dir, device=torch_device, overwrite=True)
         if report.failed:

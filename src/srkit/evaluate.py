@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from srkit import fs, image_io
 from srkit.data.degradations import bicubic_degrade
+from srkit.descriptor import Upscaler
 from srkit.inference import run_model
 from srkit.metrics import LPIPS, PROTOCOL, psnr, ssim
 from srkit.ops import modcrop, quantize
@@ -62,7 +62,7 @@ def resolve_set(name_or_path: str, *, data_dir: str | Path | None = None) -> tup
 
 
 def super_resolve(
-    model: nn.Module, lq: torch.Tensor, *, device: torch.device, dtype: torch.dtype = torch.float32
+    model: Upscaler, lq: torch.Tensor, *, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """(3, h, w) in [0, 1] -> (3, sh, sw) in [0, 1] on the CPU, float64 (inference.run_model, whole image)."""
     return run_model(model, lq[None], device=device, dtype=dtype)[0].to("cpu", torch.float64)
@@ -98,7 +98,7 @@ def folder_images(folder: Path, *, scale: int) -> list[EvalImage]:
 
 
 def evaluate_pair(
-    model: nn.Module,
+    model: Upscaler,
     gt: torch.Tensor,
     lq: torch.Tensor,
     *,
@@ -124,7 +124,7 @@ OnResult = Callable[[EvalImage, torch.Tensor, torch.Tensor, torch.Tensor, ImageS
 
 
 def evaluate_images(
-    model: nn.Module,
+    model: Upscaler,
     images: Iterable[EvalImage],
     *,
     set_name: str,
@@ -178,7 +178,7 @@ class Evaluation:
 
 
 def evaluate_sets(
-    model: nn.Module,
+    model: Upscaler,
     sets: Sequence[tuple[str, Path]],
     *,
     scale: int,

@@ -30,7 +30,7 @@ from torch import nn
 
 from srkit import fs
 from srkit.archs import Bicubic
-from srkit.models import WEIGHTS_FORMAT, load_model, model_scale, read_metadata, save_weights, shipped_models
+from srkit.models import WEIGHTS_FORMAT, ModelSource, load_source, resolve_model, save_weights
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
@@ -55,21 +55,18 @@ def format_from_suffix(path: str | Path) -> str:
     return _SUFFIX_FORMATS[suffix]
 
 
-def describe_model(name_or_path: str | Path, *, scale: int | None = None) -> dict[str, str]:
+def describe_model(name_or_path: str | Path | ModelSource, *, scale: int | None = None) -> dict[str, str]:
     """Metadata stored with an export: srkit format version, arch, arch_kwargs, scale and the source model."""
-    name = str(name_or_path)
-    if name == "bicubic":
-        meta = {"arch": "bicubic", "arch_kwargs": json.dumps({"scale": scale or 4})}
-    else:
-        meta = read_metadata(shipped_models().get(name, Path(name)))
-    arch_kwargs = json.loads(meta.get("arch_kwargs", "{}"))
-    out = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
+    source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, scale=scale)
+    if source.kind == "onnx":
+        raise ValueError(f"{source.spec} is already an ONNX graph: srkit exports PyTorch models")
+    out = {k: v for k, v in source.metadata.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
     out.update(
         srkit_format=WEIGHTS_FORMAT,
-        arch=meta["arch"],
-        arch_kwargs=json.dumps(arch_kwargs),
-        scale=str(arch_kwargs.get("scale", scale or 4)),
-        source=Path(name).name,
+        arch=source.arch,
+        arch_kwargs=json.dumps(source.arch_kwargs),
+        scale=str(source.scale),
+        source=Path(source.spec).name,
     )
     return out
 
@@ -186,8 +183,9 @@ def export_model(
     fmt = format or format_from_suffix(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    model = load_model(name_or_path, scale=scale, device="cpu")
-    meta = describe_model(name_or_path, scale=model_scale(model))
+    source = resolve_model(name_or_path, scale=scale)
+    meta = describe_model(source)
+    model = load_source(source, device="cpu")
     if fmt == "safetensors":
         extra = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
         return save_weights(model, out, arch=meta["arch"], arch_kwargs=json.loads(meta["arch_kwargs"]), meta=extra)
@@ -277,32 +275,19 @@ def onnx_cache_dir() -> Path:
 
 
 def cached_onnx(name_or_path: str | Path, *, scale: int | None = None, cache_dir: Path | None = None) -> Path:
-    """The ONNX export of a model, made once and reused: keyed by the weights' bytes, torch version and opset."""
-    name = str(name_or_path)
-    path = shipped_models().get(name, Path(name))
-    if name != "bicubic" and not path.is_file():
-        raise FileNotFoundError(f"model {name!r} is neither a shipped model nor a weights file")
+    """The ONNX export of a model, made once and reused: keyed by the weights' bytes, torch version and opset.
+
+    An .onnx file is its own export."""
+    source = resolve_model(name_or_path, scale=scale)
+    if source.kind == "onnx":
+        assert source.path is not None
+        return source.path
     digest = hashlib.sha256(f"{torch.__version__}|{ONNX_OPSET}|{scale}".encode())
-    if name != "bicubic":
-        with open(path, "rb") as f:
+    if source.path is not None:
+        with open(source.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-    out = (cache_dir or onnx_cache_dir()) / f"{Path(name).stem}-{digest.hexdigest()[:16]}.onnx"
+    out = (cache_dir or onnx_cache_dir()) / f"{Path(source.spec).stem}-{digest.hexdigest()[:16]}.onnx"
     if not out.is_file():
-        export_model(name_or_path, out, format="onnx", scale=scale)
+        export_model(source.spec, out, format="onnx", scale=scale)
     return out
-
-
-def load_onnx_generator(
-    name_or_path: str | Path,
-    *,
-    scale: int | None = None,
-    device: torch.device | None = None,
-    threads: int | None = None,
-    cache_dir: Path | None = None,
-) -> OnnxGenerator:
-    """An .onnx file, or any model load_model accepts exported on the fly (cached), run by ONNX Runtime."""
-    path = Path(name_or_path)
-    if path.suffix.lower() != ".onnx":
-        path = cached_onnx(name_or_path, scale=scale, cache_dir=cache_dir)
-    return OnnxGenerator(path, device=device, threads=threads)

@@ -15,12 +15,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from srkit import image_io
 from srkit.data.faces import Box, Detector, crop_window, haar_detector
+from srkit.descriptor import Upscaler, describe
 from srkit.inference import TileOptions, TileProgress, upscale_image, upscale_tiled
-from srkit.models import model_scale
 
 # The face recipes crop a square of 1.6x the face box (margin 0.3) and resize it to 128 px HR (32 LR).
 FACE_MARGIN = 0.3
@@ -76,8 +75,8 @@ def _hr_boxes_to_windows(boxes: list[Box], *, scale: int, lr_size: tuple[int, in
 
 
 def upscale_with_faces(
-    natural: nn.Module,
-    face: nn.Module,
+    natural: Upscaler,
+    face: Upscaler,
     image: image_io.LoadedImage,
     *,
     device: torch.device,
@@ -88,9 +87,10 @@ def upscale_with_faces(
     progress: TileProgress | None = None,
 ) -> FaceUpscale:
     """Upscale `image` with `natural`, then every face in range with `face`, feathered in (see the module doc)."""
-    scale = model_scale(natural)
-    if model_scale(face) != scale:
-        raise ValueError(f"the face model upscales x{model_scale(face)}, the natural model x{scale}: they must agree")
+    natural, face = describe(natural), describe(face)
+    scale = natural.scale
+    if face.scale != scale:
+        raise ValueError(f"the face model upscales x{face.scale}, the natural model x{scale}: they must agree")
     opts = options or TileOptions()
     base = upscale_image(natural, image, device=device, options=opts, progress=progress)
     out = base.rgb.clone()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from srkit import image_io
-from srkit.models import model_scale
+from srkit.descriptor import Upscaler, describe
 from srkit.ops import imresize
 
 # Default LR tile side. It costs (256 / 224)^2 = 1.31x the work of the whole image at the default overlap. Memory:
@@ -180,15 +180,8 @@ def default_batch_tiles(device: torch.device) -> int:
     return TILES_PER_BATCH["cpu" if device.type == "cpu" else "other"]
 
 
-def compute_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype a model's input is given in: its weights' dtype, float64 for parameter-free models (bicubic:
-    exact arithmetic, so it reproduces the published bicubic numbers)."""
-    param = next(model.parameters(), None)
-    return torch.float64 if param is None else param.dtype
-
-
 def run_model(
-    model: nn.Module,
+    model: Upscaler,
     x: torch.Tensor,
     *,
     device: torch.device,
@@ -198,28 +191,30 @@ def run_model(
     """(B, 3, h, w) in [0, 1] -> the model's (B, 3, sh, sw) output clamped to [0, 1], on `device`.
 
     The one way srkit runs a model on a tensor (upscaling, evaluation, validation): inference mode, the input
-    in compute_dtype(model), bf16/fp16 through autocast (the weights stay as they are), and NaN/inf refused.
-    The output is float32, or float64 for parameter-free models.
+    in the descriptor's input_dtype, bf16/fp16 through autocast (the weights stay as they are), and NaN/inf
+    refused. The output is float32, or float64 for parameter-free models.
     """
-    x = x.to(device=device, dtype=compute_dtype(model))
+    desc = describe(model)
+    desc.check_precision(dtype)
+    x = x.to(device=device, dtype=desc.input_dtype)
     if channels_last:
         # Only the input is converted: a conv picks the NHWC kernels when its input is NHWC, and the model is
         # left as the caller gave it (no hidden state change).
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), _precision_context(device, dtype):
-        sr = model(x)
+        sr = desc.model(x)
         sr = sr if sr.dtype == torch.float64 else sr.float()
         if not bool(torch.isfinite(sr).all()):
             # NaN would be written as black (or arbitrary) pixels with exit 0; broken weights must be an error.
             raise NonFiniteOutputError(
-                f"the model ({type(model).__name__}) produced NaN or infinite values: its weights are broken "
+                f"the model ({desc.label}) produced NaN or infinite values: its weights are broken "
                 "(a diverged training?) or the precision is too low for it (try --precision fp32)"
             )
         return sr.clamp_(0, 1)
 
 
 def upscale_tiled(
-    model: nn.Module,
+    model: Upscaler,
     lq: torch.Tensor,
     *,
     tile: int | None = TILE,
@@ -242,9 +237,10 @@ def upscale_tiled(
     batch_tiles = default_batch_tiles(device) if batch_tiles is None else batch_tiles
     if batch_tiles < 1:
         raise ValueError(f"batch_tiles must be >= 1, got {batch_tiles}")
-    _check_eval_mode(model)
-    channels_last = use_channels_last(model, device) if channels_last is None else channels_last
-    scale = model_scale(model)
+    desc = describe(model)
+    _check_eval_mode(desc.model)
+    channels_last = use_channels_last(desc.model, device) if channels_last is None else channels_last
+    scale = desc.scale
     batched = lq.dim() == 4
     x = lq if batched else lq[None]
     n, _, h, w = x.shape
@@ -254,9 +250,10 @@ def upscale_tiled(
         raise ValueError(f"tile overlap must be in [0, tile / 2] = [0, {tile // 2}] for tile {tile}, got {overlap}")
 
     if whole:
+        desc.size_requirements.check(h, w)
         out = torch.empty(n, 3, h * scale, w * scale)
         for i in range(0, n, batch_tiles):
-            sr = run_model(model, x[i : i + batch_tiles], device=device, dtype=dtype, channels_last=channels_last)
+            sr = run_model(desc, x[i : i + batch_tiles], device=device, dtype=dtype, channels_last=channels_last)
             _check_output(sr, x[i : i + batch_tiles], scale)
             out[i : i + batch_tiles] = sr
             if progress is not None:
@@ -265,6 +262,7 @@ def upscale_tiled(
 
     assert tile is not None
     th, tw = min(tile, h), min(tile, w)
+    desc.size_requirements.check(th, tw)
     ys, wins_y, total_y = _axis_weights(h, tile, overlap, scale)
     xs, wins_x, total_x = _axis_weights(w, tile, overlap, scale)
     acc_device = _accumulator_device(device, n * 3 * h * w * scale * scale * 4)
@@ -275,7 +273,7 @@ def upscale_tiled(
         chunk = jobs[k : k + batch_tiles]
         # (B, 3, th, tw) cut from the LR images
         tiles = torch.stack([x[b, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for b, i, j in chunk])
-        sr = run_model(model, tiles, device=device, dtype=dtype, channels_last=channels_last)
+        sr = run_model(desc, tiles, device=device, dtype=dtype, channels_last=channels_last)
         _check_output(sr, tiles, scale)
         sr = sr.to(acc_device)
         for t, (b, i, j) in enumerate(chunk):
@@ -334,7 +332,7 @@ class TileOptions:
 
 
 def upscale_image(
-    model: nn.Module,
+    model: Upscaler,
     image: image_io.LoadedImage,
     *,
     device: torch.device,
@@ -355,7 +353,7 @@ def upscale_image(
         progress=progress,
     )
     return image_io.LoadedImage(
-        rgb, upscale_alpha(image.alpha, model_scale(model)), image.bit_depth, image.grayscale, None
+        rgb, upscale_alpha(image.alpha, describe(model).scale), image.bit_depth, image.grayscale, None
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import safetensors.torch
 import torch
@@ -191,34 +192,93 @@ def build_for_weights(path: str | Path, meta: dict[str, str] | None = None) -> n
     return build_generator(arch, **kwargs)
 
 
-def load_model(name_or_path: str | Path, *, scale: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready-to-run generator in eval mode: "bicubic", a shipped model's name, or a safetensors path.
+ModelKind = Literal["bicubic", "shipped", "weights", "onnx"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model name means, decided in one place (`resolve_model`); nothing is loaded yet.
+
+    kind: "bicubic" (built in), "shipped" (a file in src/srkit/weights), "weights" (a .safetensors file) or "onnx"
+    (an .onnx file, run by ONNX Runtime). `scale` is None only for an ONNX file, whose factor is known once it is
+    opened (srkit.descriptor.open_model).
+    """
+
+    spec: str  # the name or path as given
+    kind: ModelKind
+    path: Path | None
+    arch: str  # "bicubic", the weights' arch, or "onnx"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # the safetensors header (empty for bicubic and ONNX)
+    scale: int | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and file names (see display_name)."""
+        return display_name(self.spec)
+
+
+def _arch_scale(arch: str, kwargs: dict[str, Any], path: Path) -> int:
+    """The factor a weights file's arch builds: its `scale` argument, else the arch's default."""
+    if arch not in GENERATORS:
+        raise ValueError(f"{path}: unknown generator {arch!r} in its metadata; expected one of {sorted(GENERATORS)}")
+    raw = kwargs.get("scale", inspect.signature(GENERATORS[arch]).parameters["scale"].default)
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= MAX_SCALE:
+        raise ValueError(f"{path}: metadata scale {raw!r} is not an integer in 1..{MAX_SCALE}")
+    return raw
+
+
+def resolve_model(name_or_path: str | Path, *, scale: int | None = None) -> ModelSource:
+    """ "bicubic", a shipped model's name, a .safetensors file or an .onnx file -> its ModelSource.
 
     `scale` is bicubic's factor (default 4); a trained model has its own, and a different `scale` is an error
-    rather than a silent x4.
+    rather than a silent x4. Raises FileNotFoundError for a name that is none of these.
     """
     name = str(name_or_path)
     if scale is not None and not 1 <= scale <= MAX_SCALE:
         raise ValueError(f"scale must be an integer in 1..{MAX_SCALE}, got {scale}")
     if name == "bicubic":
-        return build_generator("bicubic", scale=scale or 4).to(device).eval()
+        return ModelSource(name, "bicubic", None, "bicubic", {"scale": scale or 4}, {}, scale or 4)
     shipped = shipped_models()
     path = shipped.get(name, Path(name))
     if not path.is_file():
         raise FileNotFoundError(
             f"model {name!r} is neither a known model ({', '.join(available_models())}) nor a weights file"
         )
-    from safetensors.torch import load_file
-
-    model = build_for_weights(path)
-    own = model_scale(model)
+    if name not in shipped and path.suffix.lower() == ".onnx":
+        return ModelSource(name, "onnx", path, "onnx", scale=scale)
+    meta = read_metadata(path)
+    kwargs = arch_kwargs_of(meta, path)
+    own = _arch_scale(meta["arch"], kwargs, path)
     if scale is not None and scale != own:
         raise ValueError(f"model {name!r} upscales x{own}; --scale {scale} does not apply to it (leave --scale out)")
+    kind: ModelKind = "shipped" if name in shipped else "weights"
+    return ModelSource(name, kind, path, meta["arch"], kwargs, meta, own)
+
+
+def load_source(source: ModelSource, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The PyTorch generator of a resolved bicubic, shipped or weights model, in eval mode on `device`."""
+    if source.kind == "onnx":
+        raise ValueError(f"{source.spec} is an ONNX file: run it with --backend onnxruntime")
+    if source.kind == "bicubic":
+        return build_generator("bicubic", **source.arch_kwargs).to(device).eval()
+    assert source.path is not None
+    from safetensors.torch import load_file
+
+    model = build_for_weights(source.path, source.metadata)
     try:
-        model.load_state_dict(load_file(str(path)), strict=True)
+        model.load_state_dict(load_file(str(source.path)), strict=True)
     except RuntimeError as err:  # shapes were checked; dtype or other oddities remain
-        raise ValueError(f"{path}: weights do not load into arch {read_metadata(path)['arch']!r}: {err}") from err
+        raise ValueError(f"{source.path}: weights do not load into arch {source.arch!r}: {err}") from err
     return model.to(device).eval()
+
+
+def load_model(name_or_path: str | Path, *, scale: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """A ready-to-run PyTorch generator in eval mode: "bicubic", a shipped model's name, or a safetensors path.
+
+    The same names as resolve_model (an .onnx file is refused: srkit.descriptor.open_model runs those).
+    """
+    return load_source(resolve_model(name_or_path, scale=scale), device=device)
 
 
 def display_name(name_or_path: str | Path) -> str:

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from srkit import fs
 from srkit.archs import DISCRIMINATORS, GENERATORS
-from srkit.models import build_generator, load_model, shipped_models
+from srkit.models import build_generator, load_source, resolve_model, shipped_models
 
 GENERATOR_INPUT = (24, 24)  # SRGAN's 96x96 HR crops at x4
 DISCRIMINATOR_INPUT = (96, 96)
@@ -87,8 +87,6 @@ def build_network(name: str, *, scale: int | None = None) -> tuple[nn.Module, tu
     Arch names are the keys of archs.GENERATORS and archs.DISCRIMINATORS; a discriminator can also be
     named with a `_discriminator` suffix (srgan_discriminator).
     """
-    if Path(name).is_file() or name in shipped_models():
-        return load_model(name, scale=scale), GENERATOR_INPUT
     if name in GENERATORS:
         return build_generator(name, **({"scale": scale or 4} if name == "bicubic" else {})), GENERATOR_INPUT
     disc = name.removesuffix("_discriminator")
@@ -96,8 +94,14 @@ def build_network(name: str, *, scale: int | None = None) -> tuple[nn.Module, tu
         net = DISCRIMINATORS[disc]()
         size = getattr(net, "input_size", DISCRIMINATOR_INPUT[0])  # VGG128 takes 128x128 only
         return net, (size, size)
-    known = [*GENERATORS, *(f"{d}_discriminator" for d in DISCRIMINATORS), *shipped_models()]
-    raise ValueError(f"unknown model {name!r}: expected a .safetensors file or one of {', '.join(known)}")
+    try:
+        source = resolve_model(name, scale=scale)
+    except FileNotFoundError:
+        known = [*GENERATORS, *(f"{d}_discriminator" for d in DISCRIMINATORS), *shipped_models()]
+        raise ValueError(f"unknown model {name!r}: expected a .safetensors file or one of {', '.join(known)}") from None
+    if source.kind == "onnx":
+        raise ValueError(f"{name}: srkit summary describes PyTorch models, not ONNX graphs")
+    return load_source(source), GENERATOR_INPUT
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:

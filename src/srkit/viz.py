@@ -14,9 +14,10 @@ from torch import nn
 
 from srkit import fs, image_io
 from srkit.archs.vgg import VGGFeatures, layer_names
+from srkit.descriptor import open_model
 from srkit.evaluate import load_pair, super_resolve
 from srkit.metrics import rgb_to_y
-from srkit.models import display_name, load_model, model_scale
+from srkit.models import display_name
 
 # Comparison figure layout, in pixels: every full image is drawn PANEL wide (height by its aspect), every
 # zoomed crop PANEL x PANEL, so a figure is (n * (PANEL + PAD) + PAD) pixels wide.
@@ -208,8 +209,9 @@ def visualize_features(
     if out.suffix.lower() != ".png":
         raise ValueError(f"output must be a .png file, got {out}")
     device = device or torch.device("cpu")
-    net_g: nn.Module = load_model(model, scale=scale, device=device)
-    scale = model_scale(net_g)
+    desc = open_model(model, scale=scale, device=device)
+    net_g: nn.Module = desc.model
+    scale = desc.scale
     path = Path(image)
     gt, lq = load_pair(path, scale=scale)
     sr = super_resolve(net_g, lq, device=device)

@@ -42,16 +42,22 @@ def refuse_out_inside(out_dir: Path, folders: Sequence[Path], what: str) -> None
 
 
 def resolve_precision(name: str, device: Any, model: Any = None) -> Any:
-    """--precision NAME -> a torch dtype; "auto" picks bf16 only where it is native and says so once (stderr)."""
+    """--precision NAME -> a torch dtype; "auto" picks bf16 only where it is native and says so once (stderr).
+
+    `model` (a ModelDescriptor or module): auto keeps float32 for parameter-free models (bicubic: nothing to
+    gain, exact arithmetic kept) and for models that cannot run in bf16 (ONNX graphs).
+    """
     import torch
 
+    from srkit.descriptor import describe
     from srkit.device import auto_precision, cpu_features
     from srkit.inference import PRECISIONS
 
     if name != "auto":
         return PRECISIONS[name]
-    if model is not None and next(iter(getattr(model, "parameters", list)()), None) is None:
-        return torch.float32  # parameter-free (bicubic): nothing to gain, exact arithmetic kept
+    desc = describe(model) if model is not None else None
+    if desc is not None and (desc.params == 0 or not desc.supports_bfloat16):
+        return torch.float32
     dtype = auto_precision(device)
     if device.type == "cpu":
         why = "CPU has AVX512-BF16/AMX" if dtype == torch.bfloat16 else "no native bf16 on this CPU (AVX512-BF16/AMX)"

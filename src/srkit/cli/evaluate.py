@@ -27,10 +27,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from srkit import image_io
+    from srkit.descriptor import open_model
     from srkit.device import pick_device
     from srkit.evaluate import evaluate_sets, summary_table, write_rows_csv, write_summary_json
     from srkit.metrics import LPIPS, protocol
-    from srkit.models import load_model, model_scale
 
     device = pick_device(args.device)
     sets = parse_sets(args.sets, args.data_dir)
@@ -38,8 +38,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--out is empty: name the folder the results go to")
     out_dir = Path(args.out) if args.out else Path("runs") / "evaluate" / Path(str(args.model)).stem
     refuse_out_inside(out_dir, [folder for _, folder in sets], "benchmark set")
-    model = load_model(args.model, scale=args.scale, device=device)
-    scale = model_scale(model)
+    model = open_model(args.model, scale=args.scale, device=device)
+    scale = model.scale
     dtype = resolve_precision(args.precision, device, model)
     lpips_model = None if args.lpips == "none" else LPIPS(args.lpips, data_dir=args.data_dir).to(device)
     save = None

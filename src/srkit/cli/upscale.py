@@ -21,19 +21,18 @@ from srkit.serve import limits
 
 
 def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
-    """The generator `srkit upscale` runs: a PyTorch model, or an ONNX graph run by ONNX Runtime."""
-    if args.backend == "onnxruntime":
-        from srkit.export import load_onnx_generator
+    """The model `srkit upscale` runs (a ModelDescriptor): PyTorch, or an ONNX graph run by ONNX Runtime
+    (an .onnx file as is; any other model is exported once to the cache, $SRKIT_CACHE or ~/.cache/srkit)."""
+    from srkit.descriptor import open_model
+    from srkit.models import resolve_model
 
-        if args.precision not in ("fp32", "auto"):
-            raise ValueError(f"--precision {args.precision} needs --backend torch; ONNX graphs run in float32")
-        # An .onnx file as is; any other model is exported once to the cache ($SRKIT_CACHE or ~/.cache/srkit).
-        return load_onnx_generator(args.model, scale=args.scale, device=device)
-    if str(args.model).lower().endswith(".onnx"):
+    source = resolve_model(args.model, scale=args.scale)
+    if source.kind == "onnx" and args.backend != "onnxruntime":
         raise ValueError(f"{args.model} is an ONNX file: run it with --backend onnxruntime")
-    from srkit.models import load_model
-
-    return load_model(args.model, scale=args.scale, device=device)
+    if args.backend == "onnxruntime" and args.precision not in ("fp32", "auto"):
+        # Said before any export or load: ONNX graphs run as exported (ModelDescriptor.supports_bfloat16).
+        raise ValueError(f"--precision {args.precision} needs --backend torch; ONNX graphs run in float32")
+    return open_model(source, device=device, backend=args.backend)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
@@ -62,11 +61,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     model = _upscale_model(args, device)
     face_model = None
     if args.faces or args.face_model:
-        from srkit.models import default_face_model, load_model
+        from srkit.descriptor import open_model
+        from srkit.models import default_face_model
 
         if args.backend != "torch":
             raise ValueError("--faces runs both models with PyTorch: leave out --backend onnxruntime")
-        face_model = load_model(args.face_model or default_face_model(), device=device)
+        face_model = open_model(args.face_model or default_face_model(), device=device)
     options = TileOptions(
         tile=tile or None,
         overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
@@ -75,6 +75,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
     )
     check_precision(device, options.dtype)
+    model.check_precision(options.dtype)
     console = make_console()
     columns = (TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:

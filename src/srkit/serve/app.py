@@ -25,9 +25,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from srkit import __version__, image_io
+from srkit.descriptor import ModelDescriptor, open_model
 from srkit.face_upscale import upscale_with_faces
 from srkit.inference import TILE, TileOptions, upscale_image
-from srkit.models import available_models, describe_shipped, load_model, model_scale
+from srkit.models import available_models, describe_shipped, resolve_model
 from srkit.serve.jobs import Abandoned, Busy, Cancelled, JobRunner, JobTimeout, ModelCache, ModelLoader
 from srkit.serve.limits import MAX_JOBS, MAX_PIXELS, MAX_QUEUE, MAX_UPLOAD_BYTES, MB, TIMEOUT_S
 
@@ -100,7 +101,7 @@ def create_app(
         max_pixels: largest input (width x height), checked from the image header before decoding.
         max_jobs / max_queue: upscales running at once / waiting for a worker; more get 503.
         timeout_s: longest a request waits for and runs its upscale before it gets 504.
-        model_loader: name -> model in eval mode (default: srkit.models.load_model on `device`); for tests.
+        model_loader: name -> model in eval mode (default: srkit.descriptor.open_model on `device`); for tests.
     """
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
@@ -115,7 +116,7 @@ def create_app(
     runner = JobRunner(max_jobs=max_jobs, max_queue=max_queue)  # checks max_jobs and max_queue
     if model_loader is None:
         _check_models(names)
-        cache = ModelCache(functools.partial(load_model, device=device))
+        cache = ModelCache(functools.partial(open_model, device=device))
         # Every offered model is loaded now: a bad one (foreign or corrupt file, weights that do not fit their
         # arch) stops the server before it listens, instead of a 500 on every request that picks it.
         _preload(cache, names)
@@ -348,11 +349,11 @@ def _upscale_bytes(
     data: bytes,
     *,
     filename: str,
-    net: torch.nn.Module,
+    net: ModelDescriptor,
     device: torch.device,
     options: TileOptions,
     cancel: threading.Event,
-    face_net: torch.nn.Module | None = None,
+    face_net: ModelDescriptor | None = None,
 ) -> _Upscaled:
     """Decode, upscale and encode as PNG on a worker thread, the path `srkit upscale` takes for a file."""
 
@@ -373,7 +374,7 @@ def _upscale_bytes(
     png = image_io.encode_image(
         result.rgb, suffix=".png", alpha=result.alpha, bit_depth=result.bit_depth, grayscale=result.grayscale
     )
-    return _Upscaled(png, input_size=image.size, output_size=result.size, scale=model_scale(net), faces=faces)
+    return _Upscaled(png, input_size=image.size, output_size=result.size, scale=net.scale, faces=faces)
 
 
 async def _client_gone(request: Request) -> None:
@@ -393,27 +394,33 @@ def _preload(cache: ModelCache, names: list[str]) -> None:
     """Load each model into the cache; ValueError naming the model and what is wrong with it otherwise."""
     for name in names:
         try:
-            model_scale(cache.get(name))  # a network without an integer .scale would fail every request too
+            cache.get(name)  # described on load: a network without an integer .scale would fail every request too
         except Exception as err:  # safetensors, torch and the arch raise assorted types for a bad file
             raise ValueError(f"model {name!r} cannot be served: {err}") from err
 
 
 def _check_models(names: list[str]) -> None:
     """Fail at start-up, not at the first request, on a model name that cannot be loaded."""
-    known = available_models()
     for name in names:
-        if name not in known and not Path(name).is_file():
-            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(known)} or a .safetensors file")
+        try:
+            source = resolve_model(name)
+        except FileNotFoundError:
+            known = ", ".join(available_models())
+            raise ValueError(f"unknown model {name!r}; expected one of {known} or a .safetensors file") from None
+        except ValueError as err:  # a file that is not srkit weights (bad header, foreign metadata)
+            raise ValueError(f"model {name!r} cannot be served: {err}") from err
+        if source.kind == "onnx":
+            raise ValueError(f"model {name!r} is an ONNX file: the server runs PyTorch models (.safetensors)")
 
 
-def _describe(name: str, net: torch.nn.Module) -> ModelInfo:
+def _describe(name: str, net: ModelDescriptor) -> ModelInfo:
     """Name, scale, parameter count and the first line of the architecture's docstring."""
-    doc = (type(net).__doc__ or type(net).__name__).strip().splitlines()[0].replace("`", "")
+    doc = (type(net.model).__doc__ or type(net.model).__name__).strip().splitlines()[0].replace("`", "")
     domains = {info.name: info.domain for info in describe_shipped()}
     return ModelInfo(
         name=name,
-        scale=model_scale(net),
-        params=sum(p.numel() for p in net.parameters()),
+        scale=net.scale,
+        params=net.params,
         description=doc,
         domain=domains.get(name, "natural"),
     )

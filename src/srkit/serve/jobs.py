@@ -13,10 +13,12 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
+from srkit.descriptor import ModelDescriptor, describe
+
 T = TypeVar("T")
 
 # A model by the name a client asked for (the server binds the device).
-ModelLoader = Callable[[str], nn.Module]
+ModelLoader = Callable[[str], nn.Module | ModelDescriptor]
 
 
 class Busy(Exception):
@@ -185,12 +187,12 @@ class ModelCache:
     def __init__(self, loader: ModelLoader) -> None:
         self._loader = loader
         self._lock = threading.Lock()
-        self._models: dict[str, nn.Module] = {}
+        self._models: dict[str, ModelDescriptor] = {}
 
-    def get(self, name: str) -> nn.Module:
-        """The model called `name`, loading it on first use."""
+    def get(self, name: str) -> ModelDescriptor:
+        """The model called `name`, loading (and describing) it on first use."""
         with self._lock:
             # One lock for all loads: loading is rare, and two threads must not load the same weights twice.
             if name not in self._models:
-                self._models[name] = self._loader(name)
+                self._models[name] = describe(self._loader(name))
             return self._models[name]

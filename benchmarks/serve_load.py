@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,8 +33,8 @@ import numpy as np
 from PIL import Image
 
 from srkit.device import cpu_description
+from srkit.serve.launch import HOST, LaunchedServer, ServerStartError, launched_server
 
-HOST = "127.0.0.1"
 BOUNDARY = "srkitloadboundary"
 
 
@@ -52,12 +48,6 @@ class Outcome:
     queue_s: float | None = None  # X-Queue-Seconds of a 200: waiting for a worker
     attempts: int = 1
     refused: int = 0  # 503 replies this request got, retries included
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _test_png(size: int) -> bytes:
@@ -194,14 +184,8 @@ def _upload(
     raise AssertionError("unreachable: the last attempt always returns")
 
 
-def _start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "srkit.cli",
-        "serve",
-        "--port",
-        str(port),
+def _server_args(args: argparse.Namespace) -> list[str]:
+    return [
         "--models",
         args.model,
         "--max-jobs",
@@ -213,27 +197,6 @@ def _start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.
         "--device",
         args.device,
     ]
-    env = dict(os.environ)
-    if args.server_threads is not None:
-        env["OMP_NUM_THREADS"] = str(args.server_threads)
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float) -> dict[str, object]:
-    """/api/health once the server answers it; SystemExit with the server's log if it dies or never answers."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"srkit serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            health: dict[str, object] = httpx.get(f"{url}/api/health", timeout=2).json()
-            return health
-        except (httpx.HTTPError, json.JSONDecodeError):
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"srkit serve did not answer /api/health within {timeout_s:g} s:\n{log.read_text()}")
-        time.sleep(0.1)
 
 
 def _drained(url: str, timeout_s: float) -> tuple[float, dict[str, object]]:
@@ -246,6 +209,52 @@ def _drained(url: str, timeout_s: float) -> tuple[float, dict[str, object]]:
             break
         time.sleep(0.05)
     return time.monotonic() - start, health
+
+
+@dataclass
+class _LoadRun:
+    outcomes: list[Outcome]
+    wall_s: float
+    drain_s: float
+    after: dict[str, object]
+    rss_before: float
+    rss_after: float
+    rss_peak: float
+
+
+def _run_load(
+    server: LaunchedServer,
+    args: argparse.Namespace,
+    png: bytes,
+    fields: dict[str, str],
+    body: bytes,
+    abandoned: set[int],
+) -> _LoadRun:
+    """Send the requests from --concurrency clients, then wait for the server to drain; RSS before and after."""
+    pid, url = server.process.pid, server.url
+    rss_before = _rss_mib(pid)
+    deadline = time.monotonic() + args.max_seconds
+    done_lock = threading.Lock()
+    outcomes: list[Outcome] = []
+
+    def one(i: int, client: httpx.Client) -> None:
+        if time.monotonic() > deadline:
+            result = Outcome("not sent (--max-seconds)", 0.0, attempts=0)
+        elif i in abandoned:
+            result = _abandon(server.port, body, args.abandon_after, retries=args.retries, deadline=deadline)
+        else:
+            result = _upload(client, url, png, fields, retries=args.retries, deadline=deadline)
+        with done_lock:
+            outcomes.append(result)
+
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    with httpx.Client(limits=limits) as client, ThreadPoolExecutor(args.concurrency) as pool:
+        start = time.perf_counter()
+        for future in [pool.submit(one, i, client) for i in range(args.requests)]:
+            future.result()
+        wall_s = time.perf_counter() - start
+    drain_s, after = _drained(url, timeout_s=min(30.0, args.timeout))
+    return _LoadRun(outcomes, wall_s, drain_s, after, rss_before, _rss_mib(pid), _rss_mib(pid, "VmHWM"))
 
 
 def main() -> None:
@@ -275,45 +284,16 @@ def main() -> None:
     body = _multipart(png, fields)
     # Spread evenly through the run, so abandoned jobs meet busy and idle moments alike.
     abandoned = {k * args.requests // args.abandon for k in range(args.abandon)} if args.abandon else set()
-    port = _free_port()
-    url = f"http://{HOST}:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
-        t0 = time.perf_counter()
-        process = _start_server(args, port, log)
         try:
-            health = _wait_healthy(process, url, log, timeout_s=120)
-            startup_s = time.perf_counter() - t0
-            rss_before = _rss_mib(process.pid)
-            deadline = time.monotonic() + args.max_seconds
-            done_lock = threading.Lock()
-            outcomes: list[Outcome] = []
-
-            def one(i: int, client: httpx.Client) -> None:
-                if time.monotonic() > deadline:
-                    result = Outcome("not sent (--max-seconds)", 0.0, attempts=0)
-                elif i in abandoned:
-                    result = _abandon(port, body, args.abandon_after, retries=args.retries, deadline=deadline)
-                else:
-                    result = _upload(client, url, png, fields, retries=args.retries, deadline=deadline)
-                with done_lock:
-                    outcomes.append(result)
-
-            limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-            with httpx.Client(limits=limits) as client, ThreadPoolExecutor(args.concurrency) as pool:
-                start = time.perf_counter()
-                for future in [pool.submit(one, i, client) for i in range(args.requests)]:
-                    future.result()
-                wall_s = time.perf_counter() - start
-            drain_s, after = _drained(url, timeout_s=min(30.0, args.timeout))
-            rss_after, rss_peak = _rss_mib(process.pid), _rss_mib(process.pid, "VmHWM")
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            with launched_server(_server_args(args), log=log, threads=args.server_threads, timeout_s=120) as server:
+                run = _run_load(server, args, png, fields, body, abandoned)
+        except ServerStartError as err:
+            raise SystemExit(str(err)) from None
+    health, startup_s, outcomes, wall_s = server.health, server.startup_s, run.outcomes, run.wall_s
+    drain_s, after = run.drain_s, run.after
+    rss_before, rss_after, rss_peak = run.rss_before, run.rss_after, run.rss_peak
 
     ok = [o for o in outcomes if o.kind == "200"]
     latency = [o.seconds for o in ok]

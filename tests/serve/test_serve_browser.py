@@ -9,16 +9,10 @@ pass without having run them.
 from __future__ import annotations
 
 import io as pyio
-import json
 import os
 import re
 import shutil
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from srkit.serve.launch import ServerStartError, launched_server
+
 CHROMIUM = Path(os.environ.get("SRKIT_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT_FOR_REVIEW = Path("/tmp/serve_screenshot.png")
 INSTALL_HINT = "install it with `apt-get install -y chromium` (as root, or with sudo) or set SRKIT_CHROMIUM"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _test_image() -> bytes:
@@ -80,35 +70,12 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`srkit serve` on a free loopback port, the way a user starts it."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "srkit.cli", "serve", "--port", str(port), "--device", "cpu"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("serve") / "server.log"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"srkit serve exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                    if json.load(response)["status"] == "ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"srkit serve did not answer /api/health within 60 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with launched_server(["--device", "cpu"], log=log, threads=1, timeout_s=60) as server:
+            yield server.url
+    except ServerStartError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture

@@ -146,10 +146,10 @@ def test_good_run_names(name: str) -> None:
 @pytest.mark.parametrize(
     ("override", "key", "expected"),
     [
-        ("optim.lr_g=-1", "optim.lr_g", "> 0"),
-        ("optim.lr_g=0", "optim.lr_g", "> 0"),
-        ("optim.lr_d=0", "optim.lr_d", "> 0"),
-        ("optim.lr_d=1e38", "optim.lr_d", "<= 1"),  # overflows float32 inside Adam
+        ("optim.lr_g=-1", "optim.lr_g", "in (0, 1]"),
+        ("optim.lr_g=0", "optim.lr_g", "in (0, 1]"),
+        ("optim.lr_d=0", "optim.lr_d", "in (0, 1]"),
+        ("optim.lr_d=1e38", "optim.lr_d", "in (0, 1]"),  # overflows float32 inside Adam
         ("optim.lr_g=.nan", "optim.lr_g", "finite"),
         ("optim.lr_g=.inf", "optim.lr_g", "finite"),
         ("optim.betas=[0.9, 1.0]", "optim.betas", "[0, 1)"),

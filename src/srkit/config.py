@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Loader(yaml.SafeLoader):
@@ -38,35 +39,22 @@ _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _SEED_MAX = 2**63  # torch.manual_seed overflows at 2**64; the rank is added to train.seed
 
 
-def _at_least(v: float, low: float, what: str = "") -> None:
-    if v < low:
-        raise ValueError(f"must be >= {low}{what}")
-
-
-def _above(v: float, low: float, what: str = "") -> None:
-    if v <= low:
-        raise ValueError(f"must be > {low}{what}")
-
-
 def _seed(v: int) -> int:
     if not 0 <= v < _SEED_MAX:
         raise ValueError("must be an integer in 0 .. 2**63 - 1")
     return v
 
 
+Seed = Annotated[int, AfterValidator(_seed)]
+
+
 class ModelConfig(_Section):
     """The generator: an architecture from srkit.archs.GENERATORS and its keyword arguments."""
 
     arch: str = "srresnet"
-    scale: int = 4
+    scale: int = Field(default=4, ge=1, description="the upscaling factor")
     args: dict[str, Any] = Field(default_factory=dict)
     init_from: str | None = None  # weights (.safetensors) or a checkpoint (.pt) to start from (stage 2)
-
-    @field_validator("scale")
-    @classmethod
-    def _positive_scale(cls, v: int) -> int:
-        _at_least(v, 1, " (the upscaling factor)")
-        return v
 
 
 class DiscriminatorConfig(_Section):
@@ -86,7 +74,7 @@ class DataConfig(_Section):
     train: list[str] = Field(default_factory=lambda: ["train/T91", "train/BSD200", "train/General100"])
     val: str = "benchmarks/Set5"
     split: tuple[float, float, float] | None = None  # train/val/test ratios over the train images, e.g. 0.8 0.15 0.05
-    split_seed: int = 0
+    split_seed: Seed = 0
     # keep each identity in one split part: a preset (lfw: <Name>_<NNNN> file names; folder: one folder per
     # identity) or a regular expression whose first group, searched in the file stem, is the identity
     group_by: str | None = None
@@ -94,32 +82,15 @@ class DataConfig(_Section):
     degradation: str | list[Any] = "bicubic"  # a preset (bicubic, blur_bicubic, realistic) or a list of steps
     hr_size: tuple[int, int] | None = None  # resize every HR image to (H, W) first (one report: 256x256)
     face_crop: bool = False  # crop HR images around the detected face (faces: flips only, no rotation)
-    face_margin: float = 0.3
+    face_margin: float = Field(default=0.3, ge=0, description="the margin around the face, as a fraction of its size")
     cache: Literal["memory", "disk"] = "memory"  # disk: decoded pairs memory-mapped from cache_dir
     cache_dir: str | None = None  # default <out_dir>/.cache
     val_max_images: int | None = Field(default=None, ge=1)  # validate on the first N images only (quick runs)
-    gt_size: int = 96  # HR crop; the LR crop is gt_size / scale
-    batch_size: int = 16
-    workers: int = 0
+    gt_size: int = Field(default=96, ge=1)  # HR crop; the LR crop is gt_size / scale
+    batch_size: int = Field(default=16, ge=1)
+    workers: int = Field(default=0, ge=0, description="0 loads batches in the training process")
     flip: bool = True
     rot90: bool = True
-
-    @field_validator("gt_size", "batch_size")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        _at_least(v, 1)
-        return v
-
-    @field_validator("workers")
-    @classmethod
-    def _workers(cls, v: int) -> int:
-        _at_least(v, 0, " (0 loads batches in the training process)")
-        return v
-
-    @field_validator("split_seed")
-    @classmethod
-    def _split_seed(cls, v: int) -> int:
-        return _seed(v)
 
     @field_validator("split")
     @classmethod
@@ -133,12 +104,6 @@ class DataConfig(_Section):
     def _hr_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
         if v is not None and min(v) < 1:
             raise ValueError("must be [H, W] with both sides >= 1 pixel, or null")
-        return v
-
-    @field_validator("face_margin")
-    @classmethod
-    def _margin(cls, v: float) -> float:
-        _at_least(v, 0, " (the margin around the face, as a fraction of its size)")
         return v
 
     @field_validator("degradation")
@@ -157,20 +122,14 @@ class LossConfig(_Section):
     """
 
     pixel: Literal["l1", "mse"] = "l1"
-    pixel_weight: float = 1.0
-    perceptual_weight: float = 0.0
+    pixel_weight: float = Field(default=1.0, ge=0)
+    perceptual_weight: float = Field(default=0.0, ge=0)
     perceptual_arch: Literal["vgg16", "vgg19"] = "vgg19"
     # default: the arch's last ReLU (relu5_4 / relu5_3); "convX_Y" cuts before that conv's ReLU (ESRGAN's conv5_4)
     perceptual_layer: str | None = None
     perceptual_criterion: Literal["mse", "l1"] = "mse"
     adversarial: Literal["vanilla", "lsgan", "ragan"] = "vanilla"
-    adversarial_weight: float = 0.0
-
-    @field_validator("pixel_weight", "perceptual_weight", "adversarial_weight")
-    @classmethod
-    def _non_negative(cls, v: float) -> float:
-        _at_least(v, 0)
-        return v
+    adversarial_weight: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _known_layer(self) -> LossConfig:
@@ -190,50 +149,26 @@ class OptimConfig(_Section):
     """Adam or AdamW (decoupled weight decay) for both networks, an LR schedule, clipping, D warm-up."""
 
     name: Literal["adam", "adamw"] = "adam"
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
+    # Above 1 an Adam step overflows float32 or diverges at once; neither is a learning rate anyone means.
+    lr_g: float = Field(default=1e-4, gt=0, le=1, description="an Adam learning rate, e.g. 1e-4")
+    lr_d: float = Field(default=1e-4, gt=0, le=1, description="an Adam learning rate, e.g. 1e-4")
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    weight_decay: float = Field(default=0.0, ge=0)
     scheduler: Literal["none", "multistep", "cosine"] = "none"
     milestones: list[int] = Field(default_factory=list)  # multistep: steps where lr *= gamma
-    gamma: float = 0.5
-    min_lr: float = 1e-7  # cosine: the floor
-    grad_clip: float | None = None  # max global grad norm, per network
-    d_warmup_steps: int = 0  # train only the discriminator for the first N steps
+    gamma: float = Field(default=0.5, gt=0, description="the multistep LR factor")
+    min_lr: float = Field(default=1e-7, ge=0)  # cosine: the floor
+    grad_clip: float | None = Field(
+        default=None, gt=0, description="a max gradient norm per network; null: no clipping"
+    )
+    d_warmup_steps: int = Field(default=0, ge=0)  # train only the discriminator for the first N steps
     warmup_steps: int = Field(default=0, ge=0)  # LR rises linearly to lr over the first N steps (both nets)
-
-    @field_validator("lr_g", "lr_d")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        # Above 1 an Adam step overflows float32 or diverges at once; neither is a learning rate anyone means.
-        if not 0 < v <= 1:
-            raise ValueError("must be > 0 and <= 1 (an Adam learning rate, e.g. 1e-4)")
-        return v
 
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not all(0 <= b < 1 for b in v):
             raise ValueError("must be two Adam coefficients in [0, 1), e.g. [0.9, 0.999]")
-        return v
-
-    @field_validator("weight_decay", "min_lr", "d_warmup_steps")
-    @classmethod
-    def _non_negative(cls, v: float) -> float:
-        _at_least(v, 0)
-        return v
-
-    @field_validator("gamma")
-    @classmethod
-    def _gamma(cls, v: float) -> float:
-        _above(v, 0, " (the multistep LR factor)")
-        return v
-
-    @field_validator("grad_clip")
-    @classmethod
-    def _clip(cls, v: float | None) -> float | None:
-        if v is not None:
-            _above(v, 0, " (a max gradient norm), or null for no clipping")
         return v
 
     @field_validator("milestones")
@@ -247,67 +182,34 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     """Length, cadence, precision, averaging, stopping and logging of a run."""
 
-    steps: int = 100_000
-    val_every: int = 1_000
-    save_every: int = 10_000  # milestone checkpoints
-    log_every: int = 10
-    seed: int = 0
+    steps: int = Field(default=100_000, ge=1)
+    val_every: int = Field(default=1_000, ge=1)
+    save_every: int = Field(default=10_000, ge=1)  # milestone checkpoints
+    log_every: int = Field(default=10, ge=1)
+    seed: Seed = 0
     device: str = "auto"
     # auto: bf16 where it runs natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else none; a run saves
     # the value it resolved to, so a resume keeps the precision it started with
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     channels_last: bool = False
-    ema_decay: float | None = None  # e.g. 0.999: validate and export the EMA generator
+    ema_decay: float | None = Field(
+        default=None, gt=0, lt=1, description="e.g. 0.999, or null for no EMA"
+    )  # validate/export the EMA
     early_stop_metric: Literal["psnr", "ssim", "lpips"] | None = None
-    patience: int = 10  # validations without improvement before early stopping
+    patience: int = Field(default=10, ge=1)  # validations without improvement before early stopping
     lpips_net: Literal["alex", "vgg", "none"] = "alex"
     tensorboard: bool = True
     wandb: bool = False
     wandb_mode: Literal["offline", "online"] = "offline"
-    d_collapse_threshold: float = 0.01  # warn when mean D(G(z)) stays below this ...
-    d_collapse_steps: int = 500  # ... for this many consecutive steps
-    keep_last: int | None = None  # keep only the newest N milestone generator_step*.safetensors (None: all)
+    d_collapse_threshold: float = Field(
+        default=0.01, ge=0, le=1, description="a mean discriminator probability"
+    )  # warn
+    d_collapse_steps: int = Field(default=500, ge=1)  # ... when mean D(G(z)) stays below the threshold this many steps
+    # keep only the newest N milestone generator_step*.safetensors (None: all)
+    keep_last: int | None = Field(default=None, ge=1, description="milestones to keep, or null to keep all")
     # a NaN/inf loss term: stop (keep latest.pt, exit non-zero) or roll back to latest.pt and go on
     on_nonfinite: Literal["stop", "rollback"] = "stop"
-    max_rollbacks: int = 3  # rollbacks per session before a non-finite loss stops the run
-
-    @field_validator("steps", "val_every", "save_every", "log_every", "patience", "d_collapse_steps")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        _at_least(v, 1)
-        return v
-
-    @field_validator("keep_last")
-    @classmethod
-    def _keep_last(cls, v: int | None) -> int | None:
-        if v is not None:
-            _at_least(v, 1, " (milestones to keep), or null to keep all")
-        return v
-
-    @field_validator("max_rollbacks")
-    @classmethod
-    def _rollbacks(cls, v: int) -> int:
-        _at_least(v, 0)
-        return v
-
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, v: int) -> int:
-        return _seed(v)
-
-    @field_validator("ema_decay")
-    @classmethod
-    def _ema_decay(cls, v: float | None) -> float | None:
-        if v is not None and not 0 < v < 1:
-            raise ValueError("must be in (0, 1), e.g. 0.999, or null for no EMA")
-        return v
-
-    @field_validator("d_collapse_threshold")
-    @classmethod
-    def _threshold(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise ValueError("must be in [0, 1] (a mean discriminator probability)")
-        return v
+    max_rollbacks: int = Field(default=3, ge=0)  # rollbacks per session before a non-finite loss stops the run
 
 
 class Config(_Section):
@@ -373,6 +275,38 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[st
     return sorted(current.model_fields)
 
 
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _field_at(loc: tuple[str | int, ...]) -> Any:
+    """The pydantic FieldInfo of a dotted config location, or None."""
+    current: Any = Config
+    info = None
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return None
+        current = info.annotation
+    return info
+
+
+def _bounds_text(info: Any) -> str:
+    """A field's gt/ge/lt/le constraints as one phrase ("must be >= 1", "must be in (0, 1]") and its description."""
+    low = next((m for m in info.metadata if isinstance(m, Gt | Ge)), None)
+    high = next((m for m in info.metadata if isinstance(m, Lt | Le)), None)
+    lo = None if low is None else (("(", ">", low.gt) if isinstance(low, Gt) else ("[", ">=", low.ge))
+    hi = None if high is None else ((")", "<", high.lt) if isinstance(high, Lt) else ("]", "<=", high.le))
+    if lo and hi:
+        text = f"must be in {lo[0]}{lo[2]}, {hi[2]}{hi[0]}"
+    else:
+        bound = lo or hi
+        assert bound is not None
+        text = f"must be {bound[1]} {bound[2]}"
+    return f"{text} ({info.description})" if info.description else text
+
+
 def _explain(err: ValidationError, source: str) -> ValueError:
     """Turn pydantic's report into one message naming each bad key and what was expected."""
     lines = []
@@ -381,9 +315,11 @@ def _explain(err: ValidationError, source: str) -> ValueError:
         if e["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(Config, e["loc"]))
             lines.append(f"unknown key '{key}' (allowed here: {allowed})")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for our validators' ValueErrors
-            lines.append(f"'{key}': {msg} (got {e.get('input')!r})")
+            continue
+        info = _field_at(e["loc"]) if e["type"] in _BOUND_ERRORS else None
+        # The whole allowed range, not only the bound that failed; pydantic prefixes our validators' ValueErrors.
+        msg = _bounds_text(info) if info is not None else e["msg"].removeprefix("Value error, ")
+        lines.append(f"'{key}': {msg} (got {e.get('input')!r})")
     return ValueError(f"bad config {source}: " + "; ".join(lines))
 
 

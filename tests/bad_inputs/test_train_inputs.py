@@ -90,8 +90,8 @@ def test_run_name_outside_out_dir_is_refused(
 @pytest.mark.parametrize(
     ("flag", "key", "expected"),
     [
-        ("--optim.lr_g=-1", "optim.lr_g", "must be > 0"),
-        ("--optim.lr_d=0", "optim.lr_d", "must be > 0"),
+        ("--optim.lr_g=-1", "optim.lr_g", "must be in (0, 1]"),
+        ("--optim.lr_d=0", "optim.lr_d", "must be in (0, 1]"),
         ("--optim.betas=[0.9, 1.5]", "optim.betas", "[0, 1)"),
         ("--optim.gamma=0", "optim.gamma", "must be > 0"),
         ("--train.ema_decay=1.5", "train.ema_decay", "(0, 1)"),

@@ -110,14 +110,19 @@ def resize_to(img: torch.Tensor, *, size: tuple[int, int]) -> torch.Tensor:
     return imresize(img, size=(size[0], size[1])).clamp(0, 1)
 
 
+def _check_scale(img: torch.Tensor, scale: int, what: str) -> None:
+    """Refuse a scale that is not an int >= 1, or an image whose sides it does not divide (`what` names both)."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"{what.split(':')[0]}: scale must be an int >= 1, got {scale!r}")
+    h, w = img.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"{what} {h}x{w} is not a multiple of the scale {scale}; modcrop it first")
+
+
 def bicubic_down(img: torch.Tensor, *, scale: int) -> torch.Tensor:
     """MATLAB bicubic downscale by an integer `scale`, clamped to [0, 1] but not quantised (cf. bicubic_degrade)."""
     _check_image(img, "bicubic_down")
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"bicubic_down: scale must be an int >= 1, got {scale!r}")
-    h, w = img.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"bicubic_down: image {h}x{w} is not a multiple of the scale {scale}; modcrop it first")
+    _check_scale(img, scale, "bicubic_down: image")
     # The same call bicubic_degrade makes, so quantising this result reproduces it bit for bit.
     return imresize(img, 1 / scale).clamp(0, 1)
 
@@ -311,11 +316,7 @@ def apply_pipeline(
     for per-image levels). The `bicubic` preset reproduces bicubic_degrade exactly.
     """
     _check_image(gt, "apply_pipeline")
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"apply_pipeline: scale must be an int >= 1, got {scale!r}")
-    h, w = gt.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"apply_pipeline: gt {h}x{w} is not a multiple of the scale {scale}; modcrop it first")
+    _check_scale(gt, scale, "apply_pipeline: gt")
     _check_pipeline(steps)
     x = gt.to(torch.float64)
     for step in sample_params(steps, generator):

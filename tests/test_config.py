@@ -320,3 +320,12 @@ def test_cli_train_config_and_resume_together(capsys: pytest.CaptureFixture[str]
 def test_cli_train_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["train", str(tmp_path / "absent.yaml")]) == 2
     assert "absent.yaml" in capsys.readouterr().err
+
+
+def test_ldl_needs_ema_and_unet_needs_multiples_of_8() -> None:
+    with pytest.raises(ValueError, match=r"set train\.ema_decay"):
+        load_config(None, ["loss.artifact_weight=1.0", "discriminator.arch=srgan", "loss.adversarial_weight=0.001"])
+    config = load_config(None, ["loss.artifact_weight=1.0", "train.ema_decay=0.999", "discriminator.arch=unet_sn"])
+    assert config.loss.artifact_weight == 1.0 and config.discriminator.arch == "unet_sn"
+    with pytest.raises(ValueError, match=r"unet_sn needs data\.gt_size a multiple of 8"):
+        load_config(None, ["discriminator.arch=unet_sn", "data.gt_size=100"])

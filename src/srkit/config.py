@@ -130,6 +130,8 @@ class LossConfig(_Section):
     perceptual_criterion: Literal["mse", "l1"] = "mse"
     adversarial: Literal["vanilla", "lsgan", "ragan"] = "vanilla"
     adversarial_weight: float = Field(default=0.0, ge=0)
+    # LDL (Liang et al. 2022): L1 on the pixels where G makes artifacts its EMA copy does not; the paper uses 1.0
+    artifact_weight: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _known_layer(self) -> LossConfig:
@@ -247,6 +249,10 @@ class Config(_Section):
                 "the generator loss is empty: loss.pixel_weight, loss.perceptual_weight and "
                 "loss.adversarial_weight are all 0 (expected at least one > 0)"
             )
+        if loss.artifact_weight > 0 and self.train.ema_decay is None:
+            raise ValueError(
+                "loss.artifact_weight (LDL) compares with the EMA generator: set train.ema_decay, e.g. 0.999"
+            )
         if self.data.val == "split" and self.data.split is None and self.data.partition_file is None:
             raise ValueError("data.val=split needs data.split ratios or data.partition_file")
         if self.data.face_crop and self.data.rot90:
@@ -258,6 +264,8 @@ class Config(_Section):
                     f"discriminator.arch esrgan_vgg128 judges {size}x{size} patches: data.gt_size must be {size}, "
                     f"got {self.data.gt_size}"
                 )
+        if self.discriminator.arch == "unet_sn" and self.data.gt_size % 8:
+            raise ValueError(f"discriminator.arch unet_sn needs data.gt_size a multiple of 8, got {self.data.gt_size}")
         if self.data.gt_size % self.model.scale:
             raise ValueError(f"data.gt_size {self.data.gt_size} must be a multiple of model.scale {self.model.scale}")
         return self

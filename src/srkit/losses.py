@@ -87,3 +87,35 @@ ADVERSARIAL: dict[str, tuple[AdversarialFn, AdversarialFn]] = {
     "lsgan": (d_loss_lsgan, g_loss_lsgan),
     "ragan": (d_loss_ragan, g_loss_ragan),
 }
+
+
+# LDL: locally discriminative learning (Liang, Zeng and Zhang, CVPR 2022) -----------------------------------
+LDL_WINDOW = 7  # the local-variance window, sec. 3.2
+LDL_GAMMA = 5.0  # the patch-level weight is var(R) ** (1 / gamma)
+
+
+def ldl_artifact_map(sr: torch.Tensor, sr_ema: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) weights of the pixels the generator is turning into artifacts (no gradient flows here).
+
+    R = |gt - sr| summed over channels; the map is var(R over the image) ** (1/5) times the variance of R in
+    a 7x7 window around each pixel (artifacts are where the residual is locally irregular, not merely large),
+    kept only where the current generator is worse than its EMA (stable) copy: |gt - sr| >= |gt - sr_ema|.
+    """
+    with torch.no_grad():
+        residual = (gt - sr).abs().sum(1, keepdim=True).float()
+        residual_ema = (gt - sr_ema).abs().sum(1, keepdim=True).float()
+        patch = residual.var(dim=(1, 2, 3), keepdim=True) ** (1 / LDL_GAMMA)
+        pad = LDL_WINDOW // 2
+        padded = F.pad(residual, (pad, pad, pad, pad), mode="reflect")
+        mean = F.avg_pool2d(padded, LDL_WINDOW, stride=1)
+        mean_sq = F.avg_pool2d(padded * padded, LDL_WINDOW, stride=1)
+        n = LDL_WINDOW * LDL_WINDOW
+        local = (mean_sq - mean * mean).clamp_min(0) * (n / (n - 1))  # unbiased, as torch.var
+        weight = patch * local
+        return torch.where(residual < residual_ema, torch.zeros_like(weight), weight)
+
+
+def artifact_loss(sr: torch.Tensor, sr_ema: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """LDL's artifact term: L1 between the map-weighted SR and HR (mean over every element)."""
+    weight = ldl_artifact_map(sr, sr_ema, gt)
+    return F.l1_loss(weight * sr.float(), weight * gt.float())

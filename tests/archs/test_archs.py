@@ -22,10 +22,11 @@ def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_names_each_arch() -> None:
-    # ESRGAN's RRDBNet / VGG128 and the baselines are tested in test_esrgan.py.
+    # RRDBNet / VGG128 and the baselines: test_esrgan_archs.py; the U-Net: test_unet_discriminator.py.
     assert sorted(GENERATORS) == ["autoencoder", "bicubic", "pixelshuffle", "rrdbnet", "srresnet"]
     assert GENERATORS["bicubic"] is Bicubic and GENERATORS["srresnet"] is SRResNet
-    assert sorted(DISCRIMINATORS) == ["esrgan_vgg128", "srgan"] and DISCRIMINATORS["srgan"] is SRGANDiscriminator
+    assert sorted(DISCRIMINATORS) == ["esrgan_vgg128", "srgan", "unet_sn"]
+    assert DISCRIMINATORS["srgan"] is SRGANDiscriminator
 
 
 # SRResNet -----------------------------------------------------------------------------------------------

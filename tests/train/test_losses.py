@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from srkit.losses import ADVERSARIAL, pixel_loss
+from srkit.losses import ADVERSARIAL, artifact_loss, ldl_artifact_map, pixel_loss
 
 REAL = [2.0, -1.0]  # D's logits for two real images
 FAKE = [0.5, -0.5]  # and for two generated ones
@@ -83,3 +84,40 @@ def test_pixel_losses() -> None:
     assert pixel_loss("mse")(sr, gt).item() == pytest.approx((0.0625 + 0 + 1) / 3)
     with pytest.raises(ValueError, match="l1"):
         pixel_loss("huber")
+
+
+# LDL artifact map (Liang et al. 2022) ------------------------------------------------------------------------
+
+
+def _ldl_by_hand(sr: np.ndarray, ema: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The map from its definition, pixel by pixel: var(R) ** (1/5) * var(R in the 7x7 window), R = sum_c |gt - sr|,
+    zero where the EMA model's residual is larger."""
+    r = np.abs(gt - sr).sum(0)
+    r_ema = np.abs(gt - ema).sum(0)
+    patch = r.var(ddof=1) ** (1 / 5)
+    padded = np.pad(r, 3, mode="reflect")
+    out = np.zeros_like(r)
+    for i in range(r.shape[0]):
+        for j in range(r.shape[1]):
+            out[i, j] = patch * padded[i : i + 7, j : j + 7].var(ddof=1)
+    out[r < r_ema] = 0
+    return out
+
+
+def test_ldl_artifact_map_matches_its_definition() -> None:
+    rng = np.random.default_rng(0)
+    gt, sr, ema = (rng.random((3, 10, 12)) for _ in range(3))
+    got = ldl_artifact_map(*(torch.from_numpy(a)[None].float() for a in (sr, ema, gt)))
+    assert got.shape == (1, 1, 10, 12)
+    np.testing.assert_allclose(got[0, 0].numpy(), _ldl_by_hand(sr, ema, gt), rtol=1e-4, atol=1e-6)
+    assert 0 < float((got == 0).float().mean()) < 1  # some pixels kept, some zeroed by the EMA comparison
+
+
+def test_artifact_loss_is_zero_where_the_ema_is_worse_and_passes_gradients() -> None:
+    gt = torch.rand(2, 3, 16, 16)
+    sr = (gt + 0.1 * torch.randn_like(gt)).requires_grad_(True)
+    far_ema = gt + 1.0  # the EMA copy is worse everywhere: nothing counts as an artifact of the current model
+    assert float(artifact_loss(sr, far_ema, gt)) == 0.0
+    loss = artifact_loss(sr, gt.clone(), gt)  # the EMA copy is perfect: every irregular residual is an artifact
+    loss.backward()
+    assert float(loss) > 0 and sr.grad is not None and float(sr.grad.abs().sum()) > 0

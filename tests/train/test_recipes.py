@@ -36,6 +36,8 @@ NEW_RECIPES = (
     "autoencoder_x4",
     "vanilla_gan_x4",
     "srgan_small_x4",
+    "srgan_ra_x4",
+    "srgan_unet_ldl_x4",
 )
 
 
@@ -65,7 +67,7 @@ TINY_G = {
     "autoencoder": {"width": 4},
     "pixelshuffle": {"width": 8, "num_convs": 1},
 }
-TINY_D = {"srgan": {"channels": [8, 8, 16, 16], "hidden": 16}, "esrgan_vgg128": {"width": 4}}
+TINY_D = {"srgan": {"channels": [8, 8, 16, 16], "hidden": 16}, "esrgan_vgg128": {"width": 4}, "unet_sn": {"width": 4}}
 
 
 def _recipe(name: str, out_dir: Path, images: dict[str, Path], data_dir: Path | None = None, **extra: Any) -> Config:
@@ -111,7 +113,7 @@ def _check_run(run: Path, *, pixel: bool, percep: bool, adv: bool) -> list[dict[
     for r in rows:
         present = {k: r[k] != "" for k in ("l_pix", "l_percep", "l_adv", "loss_d")}
         assert present == {"l_pix": pixel, "l_percep": percep, "l_adv": adv, "loss_d": adv}, r
-        parts = [float(r[k]) for k in ("l_pix", "l_percep", "l_adv") if r[k] != ""]
+        parts = [float(r[k]) for k in ("l_pix", "l_percep", "l_adv", "l_artif") if r[k] != ""]
         assert all(math.isfinite(v) for v in parts) and math.isfinite(float(r["loss_g"]))
         assert float(r["loss_g"]) == pytest.approx(sum(parts), rel=1e-5)
     assert (run / "checkpoints" / "best_psnr.safetensors").is_file()
@@ -155,17 +157,27 @@ def test_esrgan_recipe_trains_from_the_psnr_run(esrgan_run: Path, rrdb_psnr_run:
     assert ckpt["config"]["loss"]["perceptual_layer"] == "conv2_2"
 
 
-@pytest.mark.parametrize("name", ["srgan_lsgan_x4", "autoencoder_x4", "vanilla_gan_x4", "srgan_small_x4"])
+@pytest.mark.parametrize(
+    "name",
+    ["srgan_lsgan_x4", "autoencoder_x4", "vanilla_gan_x4", "srgan_small_x4", "srgan_ra_x4", "srgan_unet_ldl_x4"],
+)
 def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_dir: Path, name: str) -> None:
     extra: dict[str, Any] = {}
-    if name == "srgan_lsgan_x4":  # stage 2: start from (tiny, untrained) stage-1 weights, as the recipe does
+    if name in (
+        "srgan_lsgan_x4",
+        "srgan_ra_x4",
+        "srgan_unet_ldl_x4",
+    ):  # stage 2: start from (tiny, untrained) stage-1 weights, as the recipe does
         kwargs = {"scale": 4, **TINY_G["srresnet"]}
         init = save_weights(SRResNet(**kwargs), tmp_path / "init.safetensors", arch="srresnet", arch_kwargs=kwargs)
         extra["model__init_from"] = str(init)
     config = _recipe(name, tmp_path, images, data_dir, **extra)
     run = fit(config)
     loss = config.loss
-    _check_run(run, pixel=loss.pixel_weight > 0, percep=loss.perceptual_weight > 0, adv=loss.adversarial_weight > 0)
+    rows = _check_run(
+        run, pixel=loss.pixel_weight > 0, percep=loss.perceptual_weight > 0, adv=loss.adversarial_weight > 0
+    )
+    assert all((r["l_artif"] != "") == (loss.artifact_weight > 0) for r in rows)
 
 
 # recipe settings ------------------------------------------------------------------------------------------
@@ -270,6 +282,36 @@ PUBLISHED: dict[str, Published] = {
             "loss.perceptual_criterion": "mse",
             "loss.adversarial": "vanilla",
             "loss.adversarial_weight": 1e-3,
+        },
+    ),
+    "srgan_ra_x4": Published(
+        "ESRGAN's generator loss (eq. 3: 1.0 L1 on VGG19 conv5_4 before activation, 5e-3 RaGAN, 1e-2 pixel L1) "
+        "on SRResNet-16 from the stage-1 SRResNet; Adam lr 1e-4 for both networks (sec. 4.1)",
+        {
+            "model.arch": "srresnet",
+            "model.args": {"width": 64, "num_blocks": 16},
+            "loss.pixel_weight": 1e-2,
+            "loss.perceptual_weight": 1.0,
+            "loss.perceptual_layer": "conv5_4",
+            "loss.perceptual_criterion": "l1",
+            "loss.adversarial": "ragan",
+            "loss.adversarial_weight": 5e-3,
+            "optim.lr_g": 1e-4,
+            "optim.lr_d": 1e-4,
+        },
+    ),
+    "srgan_unet_ldl_x4": Published(
+        "Real-ESRGAN sec. 3.3 and 4.1 (U-Net discriminator with spectral norm, GAN weight 0.1, perceptual 1.0, "
+        "Adam betas (0.9, 0.99), lr 1e-4, EMA 0.999) with LDL's artifact loss at weight 1 (Liang et al. 2022)",
+        {
+            "discriminator.arch": "unet_sn",
+            "loss.adversarial": "vanilla",
+            "loss.adversarial_weight": 0.1,
+            "loss.perceptual_weight": 1.0,
+            "loss.artifact_weight": 1.0,
+            "optim.betas": (0.9, 0.99),
+            "optim.lr_g": 1e-4,
+            "train.ema_decay": 0.999,
         },
     ),
 }

@@ -79,3 +79,32 @@ def test_generate_fakes_keeps_batchnorm_statistics() -> None:
     fakes = generate_fakes(net_g, lq)
     assert fakes.shape == (2, 3, 32, 32) and not fakes.requires_grad
     assert _same(net_g, before) and net_g.training  # running stats unchanged, mode restored
+
+
+def test_ldl_artifact_term_uses_the_ema_generator() -> None:
+    net_g, _, lq, gt = _nets()
+    ema = copy.deepcopy(net_g).eval()
+    objective = Objective(pixel=F.l1_loss, artifact_weight=1.0)
+    opt = torch.optim.Adam(net_g.parameters(), 1e-3)
+    with pytest.raises(ValueError, match="needs the EMA generator"):
+        generator_step(net_g, opt, lq, gt, objective=objective)
+    ema_before = copy.deepcopy(ema)
+    _, logs, bad = generator_step(net_g, opt, lq, gt, objective=objective, ema=ema)
+    assert bad is None and set(logs) == {"l_pix", "l_artif", "loss_g"}
+    assert logs["l_artif"] > 0 and logs["loss_g"] == pytest.approx(logs["l_pix"] + logs["l_artif"], rel=1e-6)
+    assert _same(ema, ema_before)  # the EMA copy is only looked at
+
+
+def test_unet_discriminator_trains_against_the_generator() -> None:
+    from srkit.archs import UNetDiscriminatorSN
+
+    net_g, _, lq, gt = _nets()
+    net_d = UNetDiscriminatorSN(width=8)
+    d_loss, g_loss = ADVERSARIAL["vanilla"]
+    objective = Objective(pixel=F.l1_loss, g_adversarial=g_loss, adversarial_weight=0.1)
+    sr, logs, bad = generator_step(
+        net_g, torch.optim.Adam(net_g.parameters(), 1e-3), lq, gt, objective=objective, net_d=net_d
+    )
+    assert bad is None and logs["l_adv"] > 0
+    d_logs, bad = discriminator_step(net_d, torch.optim.Adam(net_d.parameters(), 1e-3), sr, gt, d_loss=d_loss)
+    assert bad is None and 0 < d_logs["d_real"] < 1

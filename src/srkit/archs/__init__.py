@@ -11,6 +11,7 @@ from srkit.archs.pixelshuffle import PixelShuffleGenerator
 from srkit.archs.rrdbnet import RRDBNet
 from srkit.archs.srgan_discriminator import SRGANDiscriminator
 from srkit.archs.srresnet import SRResNet
+from srkit.archs.unet_discriminator import UNetDiscriminatorSN
 from srkit.archs.vgg import VGGFeatures
 
 GENERATORS: dict[str, type[nn.Module]] = {
@@ -24,6 +25,7 @@ GENERATORS: dict[str, type[nn.Module]] = {
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "srgan": SRGANDiscriminator,
     "esrgan_vgg128": ESRGANDiscriminator,
+    "unet_sn": UNetDiscriminatorSN,  # Real-ESRGAN: per-pixel logits, spectral norm
 }
 
 __all__ = [
@@ -36,5 +38,6 @@ __all__ = [
     "RRDBNet",
     "SRGANDiscriminator",
     "SRResNet",
+    "UNetDiscriminatorSN",
     "VGGFeatures",
 ]

@@ -23,6 +23,7 @@ TRAIN_FIELDS = (
     "l_pix",
     "l_percep",
     "l_adv",
+    "l_artif",
     "loss_d",
     "d_real",
     "d_fake",

@@ -372,6 +372,7 @@ def _objective(
         g_adversarial=g_loss if with_d else None,
         adversarial_weight=loss.adversarial_weight,
         relativistic=loss.adversarial == "ragan",
+        artifact_weight=loss.artifact_weight,
     )
     return objective, d_loss
 
@@ -462,7 +463,15 @@ def _train_step(
     """The generator step (or, in D warm-up, fakes only), then the discriminator step on the same batch."""
     if train_g:
         sr, logs, bad = generator_step(
-            nets.net_g, nets.opt_g, lq, gt, objective=objective, net_d=nets.net_d, update=update, check=check
+            nets.net_g,
+            nets.opt_g,
+            lq,
+            gt,
+            objective=objective,
+            net_d=nets.net_d,
+            ema=nets.ema.module if nets.ema is not None else None,
+            update=update,
+            check=check,
         )
         if bad is None and nets.ema is not None:
             nets.ema.update_parameters(unwrap(nets.net_g))

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-LOSS_TERMS = ("l_pix", "l_percep", "l_adv", "loss_g", "loss_d")  # in the order a step computes them
+from srkit.losses import artifact_loss
+
+LOSS_TERMS = ("l_pix", "l_percep", "l_adv", "l_artif", "loss_g", "loss_d")  # in the order a step computes them
 
 Logs = dict[str, float]
 # Given a step's logged loss terms, the first that is not finite (None: all are). The DDP version asks
@@ -46,6 +48,7 @@ class Objective:
     g_adversarial: AdversarialLoss | None = None  # the generator's side of a losses.ADVERSARIAL pair
     adversarial_weight: float = 0.0
     relativistic: bool = False  # RaGAN: the generator's loss also looks at D's logits for real images
+    artifact_weight: float = 0.0  # LDL's artifact term (losses.artifact_loss); needs the EMA generator
 
 
 @dataclass
@@ -73,11 +76,17 @@ def generator_step(
     *,
     objective: Objective,
     net_d: nn.Module | None = None,
+    ema: nn.Module | None = None,
     update: Update | None = None,
     check: FiniteCheck = first_nonfinite,
 ) -> tuple[torch.Tensor, Logs, str | None]:
-    """Compute G's loss on (lq, gt) and step opt_g unless a term is not finite. Returns (sr, logs, bad term)."""
+    """Compute G's loss on (lq, gt) and step opt_g unless a term is not finite. Returns (sr, logs, bad term).
+
+    `ema`: the EMA generator, which LDL's artifact term compares with (objective.artifact_weight > 0).
+    """
     update = update or Update()
+    if objective.artifact_weight > 0 and ema is None:
+        raise ValueError("the LDL artifact loss needs the EMA generator (set train.ema_decay, e.g. 0.999)")
     logs: Logs = {}
     with update.autocast:
         sr = net_g(lq)  # (N, C, h, w) -> (N, C, s*h, s*w)
@@ -102,6 +111,13 @@ def generator_step(
             loss_g = loss_g + l_adv
             logs["l_adv"] = l_adv.item()
             judge.requires_grad_(True)
+        if objective.artifact_weight > 0:
+            assert ema is not None
+            with torch.no_grad():
+                sr_ema = ema(lq)
+            l_artif = objective.artifact_weight * artifact_loss(sr, sr_ema, gt)
+            loss_g = loss_g + l_artif
+            logs["l_artif"] = l_artif.item()
     logs["loss_g"] = loss_g.item()
     # The terms' .item()s above are the host syncs logging needs anyway: checking them adds none.
     bad = check(logs)

@@ -329,3 +329,9 @@ def test_ldl_needs_ema_and_unet_needs_multiples_of_8() -> None:
     assert config.loss.artifact_weight == 1.0 and config.discriminator.arch == "unet_sn"
     with pytest.raises(ValueError, match=r"unet_sn needs data\.gt_size a multiple of 8"):
         load_config(None, ["discriminator.arch=unet_sn", "data.gt_size=100"])
+
+
+def test_accumulate_is_at_most_the_batch() -> None:
+    assert load_config(None, ["train.accumulate=4", "data.batch_size=16"]).train.accumulate == 4
+    with pytest.raises(ValueError, match="more micro-batches than it has images"):
+        load_config(None, ["train.accumulate=32", "data.batch_size=16"])

@@ -211,6 +211,9 @@ class TrainConfig(_Section):
     keep_last: int | None = Field(default=None, ge=1, description="milestones to keep, or null to keep all")
     # a NaN/inf loss term: stop (keep latest.pt, exit non-zero) or roll back to latest.pt and go on
     on_nonfinite: Literal["stop", "rollback"] = "stop"
+    # micro-batches per step (gradient accumulation): the update of data.batch_size at the memory of
+    # batch_size / accumulate (BatchNorm and RaGAN see the micro-batch)
+    accumulate: int = Field(default=1, ge=1)
     max_rollbacks: int = Field(default=3, ge=0)  # rollbacks per session before a non-finite loss stops the run
 
 
@@ -248,6 +251,11 @@ class Config(_Section):
             raise ValueError(
                 "the generator loss is empty: loss.pixel_weight, loss.perceptual_weight and "
                 "loss.adversarial_weight are all 0 (expected at least one > 0)"
+            )
+        if self.train.accumulate > self.data.batch_size:
+            raise ValueError(
+                f"train.accumulate {self.train.accumulate} splits data.batch_size {self.data.batch_size} into more "
+                "micro-batches than it has images (expected <= batch_size)"
             )
         if loss.artifact_weight > 0 and self.train.ema_decay is None:
             raise ValueError(

@@ -108,3 +108,35 @@ def test_unet_discriminator_trains_against_the_generator() -> None:
     assert bad is None and logs["l_adv"] > 0
     d_logs, bad = discriminator_step(net_d, torch.optim.Adam(net_d.parameters(), 1e-3), sr, gt, d_loss=d_loss)
     assert bad is None and 0 < d_logs["d_real"] < 1
+
+
+def test_gradient_accumulation_gives_the_whole_batch_update() -> None:
+    # No BatchNorm (its statistics are per micro-batch by design) and mean losses: 2 halves == the batch.
+    from srkit.archs import PixelShuffleGenerator
+
+    torch.manual_seed(0)
+    whole_g = PixelShuffleGenerator(width=8, num_convs=2)
+    whole_d = SRGANDiscriminator(channels=(8, 8), hidden=8)
+    for m in whole_d.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()  # fixed statistics for the comparison (train mode would normalise each half by itself)
+    split_g, split_d, init_g = copy.deepcopy(whole_g), copy.deepcopy(whole_d), copy.deepcopy(whole_g)
+    lq, gt = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 32, 32)
+    d_loss, g_loss = ADVERSARIAL["vanilla"]
+    objective = Objective(pixel=F.l1_loss, g_adversarial=g_loss, adversarial_weight=0.01)
+    results = []
+    for net_g, net_d, accumulate in ((whole_g, whole_d, 1), (split_g, split_d, 2)):
+        opt_g = torch.optim.SGD(net_g.parameters(), lr=0.1)
+        opt_d = torch.optim.SGD(net_d.parameters(), lr=0.1)
+        sr, g_logs, _ = generator_step(net_g, opt_g, lq, gt, objective=objective, net_d=net_d, accumulate=accumulate)
+        d_logs, _ = discriminator_step(net_d, opt_d, sr, gt, d_loss=d_loss, accumulate=accumulate)
+        results.append((sr, g_logs | d_logs))
+    (sr_a, logs_a), (sr_b, logs_b) = results
+    assert torch.allclose(sr_a, sr_b, atol=1e-6)
+    assert logs_a.keys() == logs_b.keys() and all(logs_a[k] == pytest.approx(logs_b[k], rel=1e-5) for k in logs_a)
+    for a, b in ((whole_g, split_g), (whole_d, split_d)):
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.allclose(pa, pb, atol=1e-6)
+    assert not _same(whole_g, init_g)  # and a step was taken
+    with pytest.raises(ValueError, match=r"into 1\.\.4 micro-batches, got 5"):
+        generator_step(whole_g, opt_g, lq, gt, objective=objective, accumulate=5)

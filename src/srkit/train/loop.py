@@ -162,7 +162,15 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
                 bad = None
                 if not skip:
                     logs, bad = _train_step(
-                        nets, lq, gt, objective, d_loss, update=update, check=check, train_g=train_g
+                        nets,
+                        lq,
+                        gt,
+                        objective,
+                        d_loss,
+                        update=update,
+                        check=check,
+                        train_g=train_g,
+                        accumulate=t.accumulate,
                     )
                 if bad is not None:  # not applied, nothing saved: roll back to latest.pt, or stop
                     nonfinite = _on_nonfinite(
@@ -459,6 +467,7 @@ def _train_step(
     update: Update,
     check: FiniteCheck,
     train_g: bool,
+    accumulate: int = 1,
 ) -> tuple[Logs, str | None]:
     """The generator step (or, in D warm-up, fakes only), then the discriminator step on the same batch."""
     if train_g:
@@ -472,13 +481,16 @@ def _train_step(
             ema=nets.ema.module if nets.ema is not None else None,
             update=update,
             check=check,
+            accumulate=accumulate,
         )
         if bad is None and nets.ema is not None:
             nets.ema.update_parameters(unwrap(nets.net_g))
     else:
         sr, logs, bad = generate_fakes(nets.net_g, lq, update=update), {}, None
     if bad is None and nets.net_d is not None and nets.opt_d is not None:
-        d_logs, bad = discriminator_step(nets.net_d, nets.opt_d, sr, gt, d_loss=d_loss, update=update, check=check)
+        d_logs, bad = discriminator_step(
+            nets.net_d, nets.opt_d, sr, gt, d_loss=d_loss, update=update, check=check, accumulate=accumulate
+        )
         logs.update(d_logs)
     return logs, bad
 

@@ -59,13 +59,73 @@ class Update:
     scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
     grad_clip: float | None = None
 
-    def apply(self, loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module) -> None:
-        opt.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add the loss's gradients (loss-scaled under fp16) to what the parameters hold."""
         self.scaler.scale(loss).backward()
+
+    def step(self, opt: torch.optim.Optimizer, net: nn.Module) -> None:
+        """Clip the summed gradients (when asked) and step."""
         if self.grad_clip is not None:
             self.scaler.unscale_(opt)  # clip the true gradients, not the loss-scaled ones
             nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
         self.scaler.step(opt)
+
+
+def _chunks(accumulate: int, *tensors: torch.Tensor) -> list[tuple[float, tuple[torch.Tensor, ...]]]:
+    """Split a batch into `accumulate` micro-batches: (share of the batch, tensors) each."""
+    n = tensors[0].shape[0]
+    if not 1 <= accumulate <= n:
+        raise ValueError(f"gradient accumulation splits a batch of {n} into 1..{n} micro-batches, got {accumulate}")
+    parts = list(zip(*(t.chunk(accumulate) for t in tensors), strict=True))
+    return [(part[0].shape[0] / n, part) for part in parts]
+
+
+def _add(total: Logs, logs: Logs, share: float) -> None:
+    for key, value in logs.items():
+        total[key] = total.get(key, 0.0) + share * value
+
+
+def _generator_loss(
+    net_g: nn.Module,
+    lq: torch.Tensor,
+    gt: torch.Tensor,
+    objective: Objective,
+    net_d: nn.Module | None,
+    ema: nn.Module | None,
+) -> tuple[torch.Tensor, torch.Tensor, Logs]:
+    """G's output on lq, its weighted loss against gt, and each term's value (call inside the autocast region)."""
+    logs: Logs = {}
+    sr = net_g(lq)  # (N, C, h, w) -> (N, C, s*h, s*w)
+    loss_g = torch.zeros((), device=sr.device)
+    if objective.pixel_weight > 0:  # 0: no content term at all (the vanilla-GAN baseline)
+        l_pix = objective.pixel_weight * objective.pixel(sr.float(), gt)
+        loss_g = loss_g + l_pix
+        logs["l_pix"] = l_pix.item()
+    if objective.perceptual is not None and objective.perceptual_weight > 0:
+        l_percep = objective.perceptual_weight * objective.perceptual(sr, gt)
+        loss_g = loss_g + l_percep
+        logs["l_percep"] = l_percep.item()
+    if net_d is not None and objective.g_adversarial is not None and objective.adversarial_weight > 0:
+        # D is a fixed judge here: its weights get no gradients (cheaper, and G's loss must never move
+        # D). The unwrapped D is used so DDP does not wait for D's gradients.
+        judge = unwrap(net_d)
+        judge.requires_grad_(False)
+        fake_logits = judge(sr).float()
+        # Only the relativistic loss compares with real images; no graph is needed for them.
+        real_logits = judge(gt).float().detach() if objective.relativistic else torch.empty(0)
+        l_adv = objective.adversarial_weight * objective.g_adversarial(real_logits, fake_logits)
+        loss_g = loss_g + l_adv
+        logs["l_adv"] = l_adv.item()
+        judge.requires_grad_(True)
+    if objective.artifact_weight > 0:
+        assert ema is not None
+        with torch.no_grad():
+            sr_ema = ema(lq)
+        l_artif = objective.artifact_weight * artifact_loss(sr, sr_ema, gt)
+        loss_g = loss_g + l_artif
+        logs["l_artif"] = l_artif.item()
+    logs["loss_g"] = loss_g.item()
+    return sr, loss_g, logs
 
 
 def generator_step(
@@ -79,51 +139,33 @@ def generator_step(
     ema: nn.Module | None = None,
     update: Update | None = None,
     check: FiniteCheck = first_nonfinite,
+    accumulate: int = 1,
 ) -> tuple[torch.Tensor, Logs, str | None]:
     """Compute G's loss on (lq, gt) and step opt_g unless a term is not finite. Returns (sr, logs, bad term).
 
     `ema`: the EMA generator, which LDL's artifact term compares with (objective.artifact_weight > 0).
+    `accumulate`: run the batch as that many micro-batches, summing their gradients (each weighted by its share
+    of the batch) before one step: the update of the whole batch at the activation memory of one micro-batch
+    (up to per-micro-batch BatchNorm statistics, and RaGAN's means taken per micro-batch).
     """
     update = update or Update()
     if objective.artifact_weight > 0 and ema is None:
         raise ValueError("the LDL artifact loss needs the EMA generator (set train.ema_decay, e.g. 0.999)")
     logs: Logs = {}
-    with update.autocast:
-        sr = net_g(lq)  # (N, C, h, w) -> (N, C, s*h, s*w)
-        loss_g = torch.zeros((), device=sr.device)
-        if objective.pixel_weight > 0:  # 0: no content term at all (the vanilla-GAN baseline)
-            l_pix = objective.pixel_weight * objective.pixel(sr.float(), gt)
-            loss_g = loss_g + l_pix
-            logs["l_pix"] = l_pix.item()
-        if objective.perceptual is not None and objective.perceptual_weight > 0:
-            l_percep = objective.perceptual_weight * objective.perceptual(sr, gt)
-            loss_g = loss_g + l_percep
-            logs["l_percep"] = l_percep.item()
-        if net_d is not None and objective.g_adversarial is not None and objective.adversarial_weight > 0:
-            # D is a fixed judge here: its weights get no gradients (cheaper, and G's loss must never move
-            # D). The unwrapped D is used so DDP does not wait for D's gradients.
-            judge = unwrap(net_d)
-            judge.requires_grad_(False)
-            fake_logits = judge(sr).float()
-            # Only the relativistic loss compares with real images; no graph is needed for them.
-            real_logits = judge(gt).float().detach() if objective.relativistic else torch.empty(0)
-            l_adv = objective.adversarial_weight * objective.g_adversarial(real_logits, fake_logits)
-            loss_g = loss_g + l_adv
-            logs["l_adv"] = l_adv.item()
-            judge.requires_grad_(True)
-        if objective.artifact_weight > 0:
-            assert ema is not None
-            with torch.no_grad():
-                sr_ema = ema(lq)
-            l_artif = objective.artifact_weight * artifact_loss(sr, sr_ema, gt)
-            loss_g = loss_g + l_artif
-            logs["l_artif"] = l_artif.item()
-    logs["loss_g"] = loss_g.item()
+    outputs = []
+    opt_g.zero_grad(set_to_none=True)
+    for share, (lq_part, gt_part) in _chunks(accumulate, lq, gt):
+        with update.autocast:
+            sr, loss_g, part_logs = _generator_loss(net_g, lq_part, gt_part, objective, net_d, ema)
+        outputs.append(sr)
+        _add(logs, part_logs, share)
+        if first_nonfinite(part_logs) is None:  # a non-finite part is reported below; its gradients never land
+            update.backward(loss_g * share if accumulate > 1 else loss_g)
     # The terms' .item()s above are the host syncs logging needs anyway: checking them adds none.
     bad = check(logs)
     if bad is None:
-        update.apply(loss_g, opt_g, net_g)
-    return sr, logs, bad
+        update.step(opt_g, net_g)
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs), logs, bad
 
 
 @torch.no_grad()
@@ -148,20 +190,30 @@ def discriminator_step(
     d_loss: AdversarialLoss,
     update: Update | None = None,
     check: FiniteCheck = first_nonfinite,
+    accumulate: int = 1,
 ) -> tuple[Logs, str | None]:
     """D's loss on real `gt` vs fake `sr`, and a step of opt_d unless it is not finite. Returns (logs, bad term).
 
     Logs hold loss_d and, once applied, d_real / d_fake: D's mean probability for the real and fake images.
+    `accumulate`: micro-batches, as in generator_step.
     """
     update = update or Update()
-    with update.autocast:
-        real_logits = net_d(gt).float()
-        fake_logits = net_d(sr.detach()).float()  # detach: D's loss must not reach G
-        loss = d_loss(real_logits, fake_logits)
-    logs: Logs = {"loss_d": loss.item()}
+    logs: Logs = {}
+    probs: Logs = {}
+    opt_d.zero_grad(set_to_none=True)
+    for share, (sr_part, gt_part) in _chunks(accumulate, sr, gt):
+        with update.autocast:
+            real_logits = net_d(gt_part).float()
+            fake_logits = net_d(sr_part.detach()).float()  # detach: D's loss must not reach G
+            loss = d_loss(real_logits, fake_logits)
+        part = {"loss_d": loss.item()}
+        _add(logs, part, share)
+        if first_nonfinite(part) is None:
+            update.backward(loss * share if accumulate > 1 else loss)
+        _add(probs, {"d_real": torch.sigmoid(real_logits).mean().item()}, share)
+        _add(probs, {"d_fake": torch.sigmoid(fake_logits).mean().item()}, share)
     bad = check(logs)
     if bad is None:
-        update.apply(loss, opt_d, net_d)
-        logs["d_real"] = torch.sigmoid(real_logits).mean().item()
-        logs["d_fake"] = torch.sigmoid(fake_logits).mean().item()
+        update.step(opt_d, net_d)
+        logs.update(probs)
     return logs, bad

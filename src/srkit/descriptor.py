@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from srkit.community import SpandrelModule
 from srkit.export import OnnxGenerator, cached_onnx
 from srkit.models import ModelSource, load_source, model_scale, resolve_model
 
@@ -59,6 +60,7 @@ class ModelDescriptor:
     supports_half: bool = True
     supports_bfloat16: bool = True
     size_requirements: SizeRequirements = field(default_factory=SizeRequirements)
+    pads_input: bool = False  # the model pads inputs to its size requirements itself (spandrel's models)
     source: ModelSource | None = None  # None: a module described by hand
 
     @property
@@ -97,7 +99,32 @@ def describe(model: Upscaler) -> ModelDescriptor:
         return model
     if isinstance(model, OnnxGenerator):
         return _onnx_descriptor(model, None)
+    if isinstance(model, SpandrelModule):
+        return _spandrel_descriptor(model, None)
     return ModelDescriptor(model=model, scale=model_scale(model), architecture=type(model).__name__)
+
+
+def _spandrel_descriptor(net: SpandrelModule, source: ModelSource | None) -> ModelDescriptor:
+    """What spandrel reports of the model it detected: scale, channels, precisions, size requirements."""
+    found = net._descriptor
+    if (found.input_channels, found.output_channels) != (3, 3):
+        raise ValueError(
+            f"{source.spec if source else found.architecture.name}: a {found.input_channels}-in, "
+            f"{found.output_channels}-out channel model; srkit upscales RGB images (3 in, 3 out)"
+        )
+    req = found.size_requirements
+    return ModelDescriptor(
+        model=net,
+        scale=int(found.scale),
+        architecture=str(found.architecture.id),
+        input_channels=int(found.input_channels),
+        output_channels=int(found.output_channels),
+        supports_half=bool(found.supports_half),
+        supports_bfloat16=bool(found.supports_bfloat16),
+        size_requirements=SizeRequirements(max(1, req.minimum), req.multiple_of, req.square),
+        pads_input=True,
+        source=source,
+    )
 
 
 def _onnx_descriptor(net: OnnxGenerator, source: ModelSource | None) -> ModelDescriptor:
@@ -135,5 +162,7 @@ def open_model(
             raise ValueError(f"{source.spec}: the ONNX graph upscales x{desc.scale}, not x{source.scale}")
         return desc
     net = load_source(source, device=device)
+    if isinstance(net, SpandrelModule):
+        return _spandrel_descriptor(net, source)
     assert source.scale is not None  # known for every non-ONNX source
     return ModelDescriptor(model=net, scale=source.scale, architecture=source.arch, source=source)

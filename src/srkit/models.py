@@ -192,16 +192,17 @@ def build_for_weights(path: str | Path, meta: dict[str, str] | None = None) -> n
     return build_generator(arch, **kwargs)
 
 
-ModelKind = Literal["bicubic", "shipped", "weights", "onnx"]
+ModelKind = Literal["bicubic", "shipped", "weights", "community", "onnx"]
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """What a model name means, decided in one place (`resolve_model`); nothing is loaded yet.
 
-    kind: "bicubic" (built in), "shipped" (a file in src/srkit/weights), "weights" (a .safetensors file) or "onnx"
-    (an .onnx file, run by ONNX Runtime). `scale` is None only for an ONNX file, whose factor is known once it is
-    opened (srkit.descriptor.open_model).
+    kind: "bicubic" (built in), "shipped" (a file in src/srkit/weights), "weights" (an srkit .safetensors file),
+    "community" (a .pth/.pt/.ckpt/.safetensors file of an architecture spandrel detects, see community.py) or
+    "onnx" (an .onnx file, run by ONNX Runtime). `scale` is None only for an ONNX file, whose factor is known once
+    it is opened (srkit.descriptor.open_model).
     """
 
     spec: str  # the name or path as given
@@ -245,8 +246,13 @@ def resolve_model(name_or_path: str | Path, *, scale: int | None = None) -> Mode
         raise FileNotFoundError(
             f"model {name!r} is neither a known model ({', '.join(available_models())}) nor a weights file"
         )
-    if name not in shipped and path.suffix.lower() == ".onnx":
+    suffix = path.suffix.lower()
+    if name not in shipped and suffix == ".onnx":
         return ModelSource(name, "onnx", path, "onnx", scale=scale)
+    if name not in shipped and (
+        suffix in (".pth", ".pt", ".ckpt") or (suffix == ".safetensors" and not _is_srkit(path))
+    ):
+        return _community_source(name, path, scale)
     meta = read_metadata(path)
     kwargs = arch_kwargs_of(meta, path)
     own = _arch_scale(meta["arch"], kwargs, path)
@@ -256,12 +262,41 @@ def resolve_model(name_or_path: str | Path, *, scale: int | None = None) -> Mode
     return ModelSource(name, kind, path, meta["arch"], kwargs, meta, own)
 
 
+def _is_srkit(path: Path) -> bool:
+    """Whether a readable safetensors file carries srkit's metadata (an `arch`); unreadable files count as srkit's,
+    so read_metadata reports what is wrong with them."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "arch" in (f.metadata() or {})
+    except Exception:  # safetensors' own error types; read_metadata words them
+        return True
+
+
+def _community_source(name: str, path: Path, scale: int | None) -> ModelSource:
+    """Read and detect community weights once, for their architecture and scale (community.load_community)."""
+    from srkit.community import load_community
+
+    descriptor = load_community(path)
+    arch, own = descriptor.architecture.id, int(descriptor.scale)
+    if scale is not None and scale != own:
+        raise ValueError(
+            f"model {name!r} ({arch}) upscales x{own}; --scale {scale} does not apply to it (leave --scale out)"
+        )
+    meta = {"arch": arch, "source_format": path.suffix.lower().lstrip(".")}
+    return ModelSource(name, "community", path, arch, {"scale": own}, meta, own)
+
+
 def load_source(source: ModelSource, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The PyTorch generator of a resolved bicubic, shipped or weights model, in eval mode on `device`."""
+    """The PyTorch generator of a resolved bicubic, shipped, weights or community model, in eval mode on `device`."""
     if source.kind == "onnx":
         raise ValueError(f"{source.spec} is an ONNX file: run it with --backend onnxruntime")
     if source.kind == "bicubic":
         return build_generator("bicubic", **source.arch_kwargs).to(device).eval()
+    if source.kind == "community":
+        from srkit.community import SpandrelModule, load_community
+
+        assert source.path is not None
+        return SpandrelModule(load_community(source.path)).to(device).eval()
     assert source.path is not None
     from safetensors.torch import load_file
 

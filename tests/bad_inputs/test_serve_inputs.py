@@ -65,7 +65,7 @@ def _upscale(client: TestClient, data: bytes, *, name: str = "photo.png", **fiel
 
 
 def _pickle(path: Path) -> None:
-    torch.save({"weight": torch.zeros(3)}, path)  # a .pth: a pickle, which srkit never unpickles
+    torch.save({"weight": torch.zeros(3)}, path)  # a .pth: tensors only, but of no architecture spandrel knows
 
 
 def _cut_safetensors(path: Path) -> None:
@@ -92,10 +92,10 @@ def _weights_of_another_size(path: Path) -> None:
 @pytest.mark.parametrize(
     ("filename", "make", "words"),
     [
-        ("evil.pth", _pickle, "not a readable safetensors file"),
+        ("odd.pth", _pickle, "no known architecture matches these weights"),
         ("cut.safetensors", _cut_safetensors, "not a readable safetensors file"),
         ("photo.safetensors", _png_named_safetensors, "not a readable safetensors file"),
-        ("foreign.safetensors", _foreign_safetensors, "not an srkit weights file"),
+        ("foreign.safetensors", _foreign_safetensors, "no known architecture matches these weights"),
         ("warp.safetensors", _unknown_arch, "warp_drive"),
         ("resized.safetensors", _weights_of_another_size, "do not fit"),
         ("missing.safetensors", None, "unknown model"),

@@ -125,13 +125,49 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from srkit.models import describe_shipped
 
-    table = Table(title="srkit models (--model NAME; a .safetensors path works too)")
+    if args.inspect:
+        return _inspect(args.inspect)
+    table = Table(title="srkit models (--model NAME; a .safetensors, .pth, .pt, .ckpt or .onnx path works too)")
     for col in ("name", "domain", "scale", "parameters", "chosen by", "arch", "file"):
         table.add_column(col, justify="right" if col in ("scale", "parameters") else "left")
     for info in describe_shipped():
         scale = "any" if info.scale is None else f"x{info.scale}"
         table.add_row(info.name, info.domain, scale, f"{info.params:,}", info.chosen_by, info.arch, info.source)
     make_console().print(table)
+    return 0
+
+
+def _inspect(path: str) -> int:
+    """srkit models --inspect FILE: what srkit detects in a weights file, nothing run."""
+    from srkit.descriptor import open_model
+
+    desc = open_model(path, backend="onnxruntime" if path.lower().endswith(".onnx") else "torch")
+    source = desc.source
+    req = desc.size_requirements
+    rows = [
+        ("file", path),
+        ("kind", source.kind if source else "-"),
+        ("architecture", desc.architecture),
+        ("scale", f"x{desc.scale}"),
+        ("channels", f"{desc.input_channels} in, {desc.output_channels} out"),
+        ("parameters", f"{desc.params:,}" if desc.backend == "torch" else "(ONNX graph)"),
+        (
+            "precisions",
+            ", ".join(
+                ["fp32", *(["bf16"] if desc.supports_bfloat16 else []), *(["fp16"] if desc.supports_half else [])]
+            ),
+        ),
+        (
+            "size needs",
+            f"min {req.minimum} px, multiple of {req.multiple_of}"
+            + (", square" if req.square else "")
+            + (" (padded automatically)" if desc.pads_input else ""),
+        ),
+        ("backend", desc.backend),
+    ]
+    console = make_console()
+    for key, value in rows:
+        console.print(f"{key:>13}: {value}", markup=False)
     return 0
 
 
@@ -238,7 +274,10 @@ def register(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="list the models --model accepts")
+    p = sub.add_parser("models", help="list the models --model accepts, or --inspect FILE")
+    p.add_argument(
+        "--inspect", metavar="FILE", help="say what srkit detects in a weights file (.safetensors, .pth, ...)"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="degrade and upscale scikit-image's sample photos, print metrics")

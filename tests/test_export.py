@@ -220,3 +220,55 @@ def test_cli_export_errors(tiny_onnx: Path, tmp_path: Path, capsys: pytest.Captu
 def test_cached_onnx_refuses_unknown_models(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.safetensors"):
         cached_onnx(tmp_path / "nope.safetensors", cache_dir=tmp_path)
+
+
+# exports in the community's layout (spandrel, Real-ESRGAN) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs"),
+    [("rrdbnet", {"width": 16, "num_blocks": 1, "growth": 32}), ("compact", {"width": 16, "num_convs": 3})],
+)
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_exports_load_in_spandrel_with_the_same_outputs(tmp_path: Path, arch: str, kwargs: dict, suffix: str) -> None:
+    import spandrel
+
+    torch.manual_seed(0)
+    net = build_generator(arch, **kwargs).eval()
+    src = save_weights(net, tmp_path / "src.safetensors", arch=arch, arch_kwargs={"scale": 4, **kwargs})
+    out = export_model(src, tmp_path / f"export{suffix}")
+    loaded = spandrel.ModelLoader().load_from_file(str(out))  # the community's own loader, its own unpickler
+    assert loaded.scale == 4 and loaded.architecture.id == {"rrdbnet": "ESRGAN", "compact": "Compact"}[arch]
+    x = torch.rand(1, 3, 13, 11)
+    with torch.no_grad():
+        assert float((loaded(x) - net(x).clamp(0, 1)).abs().max()) < 1 / 255
+
+
+def test_pth_export_refuses_what_no_community_loader_reads(tmp_path: Path) -> None:
+    tiny = save_weights(
+        build_generator("srresnet", width=8, num_blocks=1), tmp_path / "s.safetensors", arch="srresnet",
+        arch_kwargs={"width": 8, "num_blocks": 1},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"no community loader knows srkit's 'srresnet'.*--format onnx"):
+        export_model(tiny, tmp_path / "s.pth")
+    args = {"width": 8, "num_blocks": 1, "growth": 8}
+    rrdb = build_generator("rrdbnet", **args)
+    rrdb_path = save_weights(rrdb, tmp_path / "r.safetensors", arch="rrdbnet", arch_kwargs=args)
+    with pytest.raises(ValueError, match=r"assume rrdbnet with \{'growth': 32\}"):
+        export_model(rrdb_path, tmp_path / "r.pth")
+    assert not (tmp_path / "s.pth").exists() and not (tmp_path / "r.pth").exists()
+
+
+def test_a_community_model_exports_in_its_own_layout(tmp_path: Path) -> None:
+    from srkit.descriptor import open_model
+
+    torch.manual_seed(0)
+    net = build_generator("compact", width=8, num_convs=2).eval()
+    torch.save({"params": net.state_dict()}, tmp_path / "in.pth")
+    for name in ("out.safetensors", "out.pth"):
+        out = export_model(tmp_path / "in.pth", tmp_path / name)
+        again = open_model(out)
+        assert again.source is not None and again.source.kind == "community" and again.architecture == "Compact"
+        x = torch.rand(1, 3, 9, 9)
+        with torch.no_grad():
+            assert torch.allclose(again.model(x), net(x).clamp(0, 1), atol=1e-6)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -32,8 +33,17 @@ from srkit import fs
 from srkit.archs import Bicubic
 from srkit.models import WEIGHTS_FORMAT, ModelSource, load_source, resolve_model, save_weights
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-_SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".safetensors": "safetensors"}
+FORMATS = ("onnx", "torchscript", "safetensors", "pth")
+_SUFFIX_FORMATS = {
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".ts": "torchscript",
+    ".safetensors": "safetensors",
+    ".pth": "pth",
+}
+# srkit archs whose state dict is already in a layout the community's loaders (spandrel, Real-ESRGAN, chaiNNer)
+# detect, and what they assume of it: spandrel builds ESRGAN's RRDB with growth 32 whatever the file says.
+COMMUNITY_LAYOUTS: dict[str, dict[str, Any]] = {"rrdbnet": {"growth": 32}, "compact": {}}
 ONNX_OPSET = 18
 # Traced at one size, checked at two others (batch 1 and 2, odd sizes, wider than high and the reverse).
 _TRACE_SHAPE = (1, 3, 24, 32)
@@ -178,7 +188,8 @@ def export_model(
     scale: int | None = None,
     opset: int = ONNX_OPSET,
 ) -> Path:
-    """Export "bicubic", a shipped model or a weights file to ONNX, TorchScript or safetensors, atomically."""
+    """Export "bicubic", a shipped model or a weights file to ONNX, TorchScript, safetensors or the community's
+    .pth layout, atomically. A community model (spandrel-detected) keeps its own key layout in .pth/.safetensors."""
     out = Path(out)
     fmt = format or format_from_suffix(out)
     if fmt not in FORMATS:
@@ -186,12 +197,52 @@ def export_model(
     source = resolve_model(name_or_path, scale=scale)
     meta = describe_model(source)
     model = load_source(source, device="cpu")
+    community = source.kind == "community"
+    # A community model is srkit's SpandrelModule around the detected network: its layout is the network's.
+    inner: nn.Module = model.net if community else model  # type: ignore[assignment]
+    if fmt == "safetensors" and community:  # the detected architecture's own layout, no srkit arch metadata
+        tensors = {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
+        fs.atomic_write(out, safetensors.torch.save(tensors, metadata={"source": meta["source"]}))
+        return out
     if fmt == "safetensors":
         extra = {k: v for k, v in meta.items() if k not in ("srkit_format", "arch", "arch_kwargs")}
         return save_weights(model, out, arch=meta["arch"], arch_kwargs=json.loads(meta["arch_kwargs"]), meta=extra)
-    data = onnx_bytes(model, opset=opset, metadata=meta) if fmt == "onnx" else torchscript_bytes(model, metadata=meta)
+    if fmt == "pth":
+        data = pth_bytes(inner, arch=source.arch, arch_kwargs=source.arch_kwargs, community=community)
+    elif fmt == "onnx":
+        data = onnx_bytes(model, opset=opset, metadata=meta)
+    else:
+        data = torchscript_bytes(model, metadata=meta)
     fs.atomic_write(out, data)
     return out
+
+
+def pth_bytes(model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], community: bool = False) -> bytes:
+    """A tensors-only `{"params": state_dict}` pickle in the community's key layout (BasicSR / Real-ESRGAN),
+    checked before it is written: spandrel must detect it and match the model's outputs at two sizes.
+    `community`: the model came from such a file (spandrel's module), its layout is the community's already."""
+    import spandrel
+
+    needs = {} if community else COMMUNITY_LAYOUTS.get(arch)
+    if needs is None:
+        raise ValueError(
+            f"no community loader knows srkit's {arch!r} (spandrel detects {', '.join(sorted(COMMUNITY_LAYOUTS))}"
+            " from srkit); export it as ONNX (--format onnx) or safetensors instead"
+        )
+    wrong = {k: v for k, v in needs.items() if arch_kwargs.get(k, v) != v}
+    if wrong:
+        raise ValueError(f"community loaders assume {arch} with {needs}; this model has {arch_kwargs}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        found = spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception as err:  # spandrel's detection or load_state_dict errors
+        raise ValueError(f"spandrel does not load the {arch} export: {err}") from err
+    found.model.eval()
+    # spandrel clamps its outputs to [0, 1] (as srkit's run_model does): compare with the clamped model.
+    _check_against_torch(nn.Sequential(model, nn.Hardtanh(0.0, 1.0)), lambda lq: found(lq).float(), "spandrel")
+    buffer = bytes_io.BytesIO()
+    torch.save({"params": state}, buffer)
+    return buffer.getvalue()
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, str]]:

@@ -23,7 +23,7 @@ def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 def test_registry_names_each_arch() -> None:
     # RRDBNet / VGG128 and the baselines: test_esrgan_archs.py; the U-Net: test_unet_discriminator.py.
-    assert sorted(GENERATORS) == ["autoencoder", "bicubic", "pixelshuffle", "rrdbnet", "srresnet"]
+    assert sorted(GENERATORS) == ["autoencoder", "bicubic", "compact", "pixelshuffle", "rrdbnet", "srresnet"]
     assert GENERATORS["bicubic"] is Bicubic and GENERATORS["srresnet"] is SRResNet
     assert sorted(DISCRIMINATORS) == ["esrgan_vgg128", "srgan", "unet_sn"]
     assert DISCRIMINATORS["srgan"] is SRGANDiscriminator
@@ -248,3 +248,28 @@ def test_bicubic_shape_and_range() -> None:
 
 def test_bicubic_other_scale() -> None:
     assert Bicubic(scale=2)(_image(1, 6, 9)).shape == (1, 3, 12, 18)
+
+
+# Compact ------------------------------------------------------------------------------------------------------
+
+
+def test_compact_is_a_residual_over_nearest_upscaling() -> None:
+    from srkit.archs import Compact
+
+    torch.manual_seed(0)
+    net = Compact(width=8, num_convs=2, scale=4).eval()
+    x = torch.rand(2, 3, 7, 9)
+    assert net(x).shape == (2, 3, 28, 36)
+    assert [k for k in net.state_dict() if k.endswith("weight")][:3] == [
+        "body.0.weight",
+        "body.1.weight",
+        "body.2.weight",
+    ]
+    with torch.no_grad():
+        last = net.body[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+        # no residual: exactly the nearest-neighbour upscale of the input
+        assert torch.equal(net(x), x.repeat_interleave(4, -2).repeat_interleave(4, -1))
+    with pytest.raises(ValueError, match="Compact needs width >= 1"):
+        Compact(width=0)

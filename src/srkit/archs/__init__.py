@@ -6,6 +6,7 @@ from torch import nn
 
 from srkit.archs.autoencoder import ConvAutoencoder
 from srkit.archs.bicubic import Bicubic
+from srkit.archs.compact import Compact
 from srkit.archs.esrgan_discriminator import ESRGANDiscriminator
 from srkit.archs.pixelshuffle import PixelShuffleGenerator
 from srkit.archs.rrdbnet import RRDBNet
@@ -20,6 +21,7 @@ GENERATORS: dict[str, type[nn.Module]] = {
     "rrdbnet": RRDBNet,
     "autoencoder": ConvAutoencoder,
     "pixelshuffle": PixelShuffleGenerator,
+    "compact": Compact,  # Real-ESRGAN's SRVGGNetCompact layout: fast on CPUs
 }
 
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
@@ -32,6 +34,7 @@ __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
     "Bicubic",
+    "Compact",
     "ConvAutoencoder",
     "ESRGANDiscriminator",
     "PixelShuffleGenerator",

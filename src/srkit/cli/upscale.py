@@ -265,9 +265,10 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", "--out", required=True, help="output file (.onnx, .pt, .safetensors)")
     p.add_argument(
         "--format",
-        choices=["onnx", "torchscript", "safetensors"],
+        choices=["onnx", "torchscript", "safetensors", "pth"],
         default=None,
-        help="default: from the output suffix (.onnx, .pt/.ts, .safetensors)",
+        help="default: from the output suffix (.onnx, .pt/.ts, .safetensors, .pth: the community's layout, for "
+        "spandrel / Real-ESRGAN; RRDBNet and Compact)",
     )
     p.add_argument("--scale", type=scale_arg, default=None, help=SCALE_HELP)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")

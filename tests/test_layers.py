@@ -15,7 +15,17 @@ SRC = Path(srkit.__file__).parent
 LAYERS: list[set[str]] = [
     {"ops", "fs", "paths", "device", "data"},  # data: the package (its __init__ imports nothing)
     {"image_io", "metrics", "archs", "data.degradations", "data.catalog"},
-    {"config", "losses", "models", "community", "data.faces", "data.lowres", "data.sources", "data.datasets", "data.augment"},
+    {
+        "config",
+        "losses",
+        "models",
+        "community",
+        "data.faces",
+        "data.lowres",
+        "data.sources",
+        "data.datasets",
+        "data.augment",
+    },
     {"data.prepare", "data.download", "data.pipeline", "evaluate", "inference", "export", "descriptor", "interpolate"},
     {"face_upscale", "summary", "viz", "compare", "train"},
     {"batch", "report", "demo"},

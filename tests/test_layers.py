@@ -13,7 +13,7 @@ SRC = Path(srkit.__file__).parent
 # Bottom to top. A module may import its own layer or lower ones. `srkit` itself (the public API and
 # __version__) is the package, imported by everything already, and so not a dependency edge.
 LAYERS: list[set[str]] = [
-    {"ops", "fs", "paths", "device", "data"},  # data: the package (its __init__ imports nothing)
+    {"ops", "fs", "paths", "device", "shard", "data"},  # data: the package (its __init__ imports nothing)
     {"image_io", "metrics", "archs", "data.degradations", "data.catalog"},
     {
         "config",

@@ -20,6 +20,7 @@ from srkit.inference import (
     upscale_image,
     upscale_tiled,
 )
+from srkit.shard import Shard
 
 
 @dataclass
@@ -30,6 +31,16 @@ class BatchReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped_outputs: list[Path] = field(default_factory=list)  # earlier results found among the inputs
     faces: dict[Path, list[tuple[str, str]]] = field(default_factory=dict)  # per file: (model used, why) per face
+
+
+def merge_reports(reports: Sequence[BatchReport]) -> BatchReport:
+    """One report from the ranks' reports of a sharded batch (earlier outputs are the same list on every rank)."""
+    merged = BatchReport(skipped_outputs=list(reports[0].skipped_outputs) if reports else [])
+    for report in reports:
+        merged.written += report.written
+        merged.failed += report.failed
+        merged.faces.update(report.faces)
+    return merged
 
 
 class NothingToDoError(ValueError):
@@ -73,8 +84,12 @@ def upscale_files(
     max_pixels: int | None = None,
     face_model: Upscaler | None = None,
     on_file: Callable[[Path], None] | None = None,
+    shard: Shard | None = None,
 ) -> BatchReport:
     """Upscale files and folders into out_dir; a bad file is recorded and the batch goes on.
+
+    `shard` (srkit.shard, under torchrun): only this rank's share of the files; merge the ranks' reports with
+    merge_reports.
 
     batch_size > 1 reads that many files at a time and runs same-size images that need no tiling as one batch
     (many small images); larger images are tiled one by one as usual. An input whose output would pass
@@ -95,7 +110,8 @@ def upscale_files(
     if not files:
         what = f" (only earlier outputs: {', '.join(p.name for p in earlier[:3])})" if earlier else ""
         raise NothingToDoError(f"no images to upscale in {', '.join(map(str, roots))}{what}")
-    input_set = {p.resolve() for p in files}
+    input_set = {p.resolve() for p in files}  # every input, also other ranks': none may be overwritten
+    files = (shard or Shard()).take(files)
     report = BatchReport(skipped_outputs=earlier)
     scale = describe(model).scale
     limit = max_output_pixels(tiled=opts.tile is not None, explicit=max_pixels)

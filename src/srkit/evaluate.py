@@ -27,6 +27,7 @@ from srkit.inference import run_model
 from srkit.metrics import LPIPS, PROTOCOL, psnr, ssim
 from srkit.ops import modcrop, quantize
 from srkit.paths import MissingDataError, data_root
+from srkit.shard import Shard
 
 BENCHMARK_SETS = ("Set5", "Set14", "BSD100")
 
@@ -188,8 +189,12 @@ def evaluate_sets(
     y_channel: bool = True,
     on_result: OnResult | None = None,
     on_image: Callable[[str, str], None] | None = None,
+    shard: Shard | None = None,
 ) -> Evaluation:
-    """evaluate_images over named HR folders (protocol LR), going on past bad images (Evaluation.failed)."""
+    """evaluate_images over named HR folders (protocol LR), going on past bad images (Evaluation.failed).
+
+    `shard` (under torchrun): only this rank's share of each set; merge the ranks' results with merge_evaluations.
+    """
     result = Evaluation()
 
     def failed(source: Path | str, reason: str) -> None:
@@ -205,7 +210,7 @@ def evaluate_sets(
 
         result.rows += evaluate_images(
             model,
-            folder_images(folder, scale=scale),
+            (shard or Shard()).take(folder_images(folder, scale=scale)),
             set_name=set_name,
             scale=scale,
             device=device,
@@ -216,6 +221,21 @@ def evaluate_sets(
             on_error=failed,
         )
     return result
+
+
+def merge_evaluations(parts: Sequence[Evaluation], sets: Sequence[tuple[str, Path]]) -> Evaluation:
+    """The ranks' results of a sharded evaluation as one, rows in the order one process gives them (sets in
+    order, images as folder_images lists them), so the summary and the CSV do not depend on the number of ranks."""
+    if len(parts) == 1:
+        return parts[0]
+    position = {
+        (set_name, path.name): (i, j)
+        for i, (set_name, folder) in enumerate(sets)
+        for j, path in enumerate(benchmark_images(folder))
+    }
+    every = [r for part in parts for r in part.rows]
+    rows = sorted(every, key=lambda r: position.get((r.set, r.image), (len(sets), 0)))
+    return Evaluation(rows=rows, failed=[f for part in parts for f in part.failed])
 
 
 def score_pair(

@@ -23,14 +23,14 @@ from srkit.cli.common import (
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """srkit evaluate: per-image CSV + summary JSON + a printed table; goes on past a bad image (exit 1)."""
-    import torch
     from rich.progress import Progress
 
     from srkit import image_io
     from srkit.descriptor import open_model
     from srkit.device import pick_device
-    from srkit.evaluate import evaluate_sets, summary_table, write_rows_csv, write_summary_json
-    from srkit.metrics import LPIPS, protocol
+    from srkit.evaluate import evaluate_sets, merge_evaluations
+    from srkit.metrics import LPIPS
+    from srkit.shard import finish, from_env, gather
 
     device = pick_device(args.device)
     sets = parse_sets(args.sets, args.data_dir)
@@ -48,8 +48,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         def save(image: Any, _gt: Any, _lq: Any, sr: Any, row: Any) -> None:
             image_io.write_image(out_dir / "images" / row.set / f"{Path(image.name).stem}.png", sr)
 
+    shard = from_env()  # under torchrun: this rank's share of every set; rank 0 writes and prints for all
     console = make_console()
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not shard.main) as progress:
         tasks = {name: progress.add_task(name, total=None) for name, _ in sets}
         result = evaluate_sets(
             model,
@@ -61,7 +62,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             y_channel=not args.rgb,
             on_result=save,
             on_image=lambda set_name, _name: progress.advance(tasks[set_name]),
+            shard=shard,
         )
+    result = merge_evaluations(gather(shard, result), sets)
+    try:
+        if not shard.main:  # rank 0 writes and prints for all; every rank exits with the same status
+            return 1 if result.failed else 0
+        return _write_evaluation(result, console, args=args, out_dir=out_dir, scale=scale, dtype=dtype)
+    finally:
+        finish(shard)  # a barrier: no rank exits before rank 0 has written and printed
+
+
+def _write_evaluation(
+    result: Any, console: Any, *, args: argparse.Namespace, out_dir: Path, scale: int, dtype: Any
+) -> int:
+    import torch
+
+    from srkit.evaluate import summary_table, write_rows_csv, write_summary_json
+    from srkit.metrics import protocol
+
     rows, failed = result.rows, result.failed
     summary = result.summary
     run_in = {torch.float32: "", torch.bfloat16: "; model run in bf16 (autocast)", torch.float16: "; model run in fp16"}

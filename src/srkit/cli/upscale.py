@@ -40,10 +40,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srkit import fs
-    from srkit.batch import upscale_files
+    from srkit.batch import merge_reports, upscale_files
     from srkit.device import pick_device
     from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels
     from srkit.models import default_model
+    from srkit.shard import finish, from_env, gather
 
     if args.model is None:
         args.model = default_model()
@@ -58,6 +59,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         kinds = ", ".join(sorted(fs.IMAGE_SUFFIXES))
         raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
     limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
+    shard = from_env()  # under torchrun: this rank's share of the files; rank 0 reports for all
     model = _upscale_model(args, device)
     face_model = None
     if args.faces or args.face_model:
@@ -78,8 +80,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     model.check_precision(options.dtype)
     console = make_console()
     columns = (TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("upscale", total=len(files))
+    with Progress(*columns, console=console, transient=True, disable=not shard.main) as progress:
+        task = progress.add_task("upscale", total=len(shard.take(files)))
         report = upscale_files(
             model,
             args.inputs,
@@ -93,7 +95,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             max_pixels=limit,
             face_model=face_model,
             on_file=lambda _p: progress.advance(task),
+            shard=shard,
         )
+    report = merge_reports(gather(shard, report))
+    try:
+        if not shard.main:  # rank 0 prints the merged report; every rank exits with the same status
+            return 1 if report.failed else 0
+        return _print_report(report, console, files=files, args=args)
+    finally:
+        finish(shard)  # a barrier: no rank exits (and has torchrun stop the others) before rank 0 has printed
+
+
+def _print_report(report: Any, console: Any, *, files: list[Path], args: argparse.Namespace) -> int:
     done = len(files) - len(report.skipped_outputs)
     for path, faces in report.faces.items():
         used = sum(model_used == "face" for model_used, _ in faces)

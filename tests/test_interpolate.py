@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from srkit.cli import main
-from srkit.interpolate import interpolate_weights
+from srkit.interpolate import AlphaScore, choose_alpha, interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
 from testkit import random_batch
 
@@ -110,3 +110,38 @@ def test_cli_interpolate(tmp_path: Path, pair: tuple[Path, Path], capsys: pytest
     assert main(["interpolate", str(a), str(b), "--alpha", "2", "-o", str(tmp_path / "bad.safetensors")]) == 2
     assert "alpha must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_choose_alpha_takes_the_lowest_lpips_above_the_psnr_floor() -> None:
+    scores = [
+        AlphaScore(0.0, 30.0, 0.90, 0.30),
+        AlphaScore(0.5, 29.2, 0.88, 0.22),
+        AlphaScore(0.8, 28.9, 0.86, 0.18),
+        AlphaScore(1.0, 28.1, 0.84, 0.15),  # the lowest LPIPS, but under bicubic + 1 dB = 29.0
+    ]
+    assert choose_alpha(scores, bicubic_psnr=28.0, min_gain=1.0).alpha == 0.5
+    assert choose_alpha(scores, bicubic_psnr=27.0, min_gain=1.0).alpha == 1.0
+    with pytest.raises(ValueError, match="no alpha reaches bicubic"):
+        choose_alpha(scores, bicubic_psnr=29.5, min_gain=1.0)
+
+
+def test_cli_chooses_alpha_on_validation_images(
+    tmp_path: Path, pair: tuple[Path, Path], data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for i in range(2):
+        rgb = (random_batch(1, 48, 40, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
+        Image.fromarray(rgb).save(val / f"v{i}.png")
+    a, b = pair
+    out = tmp_path / "chosen.safetensors"
+    args = ["interpolate", str(a), str(b), "-o", str(out), "--choose-on", str(val), "--alphas", "0,0.5,1"]
+    status = main([*args, "--min-psnr-gain", "-100", "--device", "cpu", "--data-dir", str(data_dir)])
+    printed = capsys.readouterr().out
+    assert status == 0 and out.is_file()
+    rows = [line for line in printed.splitlines() if line.startswith("| 0") or line.startswith("| 1")]
+    assert len(rows) == 3 and sum("(chosen)" in r for r in rows) == 1
+    chosen = float(next(r for r in rows if "(chosen)" in r).split()[1])
+    assert read_metadata(out)["alpha"] == repr(chosen)

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
+from srkit.descriptor import open_model
+from srkit.evaluate import evaluate_images, folder_images, summarize
+from srkit.metrics import LPIPS
 from srkit.models import build_generator, read_metadata, save_weights
 
 
@@ -24,7 +30,20 @@ def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
     Float tensors are blended (in float64, stored in their own dtype); integer buffers such as BatchNorm's
     num_batches_tracked are taken from B. The output's metadata records both sources and alpha.
     """
-    a, b, out = Path(a), Path(b), Path(out)
+    model, arch, kwargs = blend(a, b, alpha)
+    meta = {
+        "kind": "interpolated",
+        "interpolated_a": str(a),
+        "interpolated_b": str(b),
+        "alpha": repr(float(alpha)),
+        "formula": "(1 - alpha) * A + alpha * B (ESRGAN sec. 3.4; A = PSNR model, B = GAN model)",
+    }
+    return save_weights(model, Path(out), arch=arch, arch_kwargs=kwargs, meta=meta)
+
+
+def blend(a: Path, b: Path, alpha: float) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """The blended network (eval mode, CPU), its arch and arch_kwargs; see interpolate_weights."""
+    a, b = Path(a), Path(b)
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (0 = A, the PSNR model; 1 = B, the GAN model), got {alpha}")
     for path in (a, b):
@@ -59,11 +78,50 @@ def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
         model.load_state_dict(blended, strict=True)
     except RuntimeError as err:  # missing/unexpected keys or shapes: the files' tensors are not this arch's
         raise ValueError(f"{a}, {b}: weights do not fit arch {meta_a['arch']!r}: {err}") from err
-    meta = {
-        "kind": "interpolated",
-        "interpolated_a": str(a),
-        "interpolated_b": str(b),
-        "alpha": repr(float(alpha)),
-        "formula": "(1 - alpha) * A + alpha * B (ESRGAN sec. 3.4; A = PSNR model, B = GAN model)",
-    }
-    return save_weights(model, out, arch=meta_a["arch"], arch_kwargs=kwargs_a, meta=meta)
+    return model.eval(), meta_a["arch"], kwargs_a
+
+
+@dataclass(frozen=True)
+class AlphaScore:
+    alpha: float
+    psnr: float
+    ssim: float
+    lpips: float | None
+
+
+def sweep_alpha(
+    a: Path,
+    b: Path,
+    folder: Path,
+    *,
+    alphas: Sequence[float],
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    scale: int = 4,
+) -> tuple[list[AlphaScore], float]:
+    """Each blend scored on a folder of HR images (validation images, never a benchmark), and bicubic's PSNR there."""
+    images = folder_images(folder, scale=scale)
+    bicubic = evaluate_images(open_model("bicubic", scale=scale), images, set_name="val", scale=scale,
+                              device=device, lpips_model=None)  # fmt: skip
+    scores = []
+    for alpha in alphas:
+        model, _, _ = blend(a, b, alpha)
+        rows = evaluate_images(
+            model.to(device), images, set_name="val", scale=scale, device=device, lpips_model=lpips_model
+        )
+        summary = summarize(rows)["val"]
+        lp = summary.mean("lpips")
+        scores.append(AlphaScore(alpha, summary.mean("psnr") or math.nan, summary.mean("ssim") or math.nan, lp))
+    return scores, summarize(bicubic)["val"].mean("psnr") or math.nan
+
+
+def choose_alpha(scores: Sequence[AlphaScore], *, bicubic_psnr: float, min_gain: float) -> AlphaScore:
+    """The blend with the lowest LPIPS among those at least `min_gain` dB above bicubic (PSNR when no LPIPS)."""
+    allowed = [s for s in scores if s.psnr >= bicubic_psnr + min_gain]
+    if not allowed:
+        best = max(s.psnr for s in scores)
+        raise ValueError(
+            f"no alpha reaches bicubic + {min_gain:g} dB = {bicubic_psnr + min_gain:.2f} dB on the validation "
+            f"images (best {best:.2f} dB): lower --min-psnr-gain or add smaller alphas"
+        )
+    return min(allowed, key=lambda s: (s.lpips if s.lpips is not None else -s.psnr, -s.psnr))

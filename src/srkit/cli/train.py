@@ -39,13 +39,39 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    """srkit interpolate A B --alpha X -o OUT: (1 - X) * A + X * B, weight by weight (ESRGAN sec. 3.4)."""
-    from srkit.interpolate import interpolate_weights
+    """srkit interpolate A B --alpha X -o OUT: (1 - X) * A + X * B, weight by weight (ESRGAN sec. 3.4).
+
+    With --choose-on VAL_FOLDER: every alpha of --alphas scored on those HR images, the table printed, and the
+    blend with the lowest LPIPS among those at least --min-psnr-gain dB above bicubic written.
+    """
+    from srkit.interpolate import choose_alpha, interpolate_weights, sweep_alpha
 
     out = Path(args.output)
     refuse_existing(out, overwrite=args.overwrite)
-    interpolate_weights(Path(args.a), Path(args.b), args.alpha, out)
-    print(f"wrote {out} = {1 - args.alpha:g} * {args.a} + {args.alpha:g} * {args.b}")
+    alpha = args.alpha
+    if args.choose_on:
+        from srkit.device import pick_device
+        from srkit.metrics import LPIPS
+
+        try:
+            alphas = [float(v) for v in args.alphas.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--alphas must be comma-separated numbers in [0, 1], got {args.alphas!r}") from None
+        device = pick_device(args.device)
+        lpips_model = LPIPS("alex", data_dir=args.data_dir).to(device)
+        scores, bicubic = sweep_alpha(
+            Path(args.a), Path(args.b), Path(args.choose_on), alphas=alphas, device=device, lpips_model=lpips_model
+        )
+        chosen = choose_alpha(scores, bicubic_psnr=bicubic, min_gain=args.min_psnr_gain)
+        print(f"validation images: {args.choose_on} (bicubic PSNR {bicubic:.2f} dB)")
+        print("| alpha | PSNR | SSIM | LPIPS |\n|---:|---:|---:|---:|")
+        for s in scores:
+            mark = " (chosen)" if s is chosen else ""
+            lpips = "-" if s.lpips is None else f"{s.lpips:.4f}"
+            print(f"| {s.alpha:g}{mark} | {s.psnr:.2f} | {s.ssim:.4f} | {lpips} |")
+        alpha = chosen.alpha
+    interpolate_weights(Path(args.a), Path(args.b), alpha, out)
+    print(f"wrote {out} = {1 - alpha:g} * {args.a} + {alpha:g} * {args.b}")
     return 0
 
 
@@ -113,6 +139,16 @@ def register(sub: Any) -> None:
     p.add_argument("a", help="weights A (.safetensors): the PSNR-oriented model, e.g. an rrdb_psnr_x4 export")
     p.add_argument("b", help="weights B (.safetensors): the GAN model of the same arch, e.g. an esrgan_x4 export")
     p.add_argument("--alpha", type=float, default=0.8, help="weight of B, in [0, 1] (default 0.8)")
+    p.add_argument(
+        "--choose-on",
+        metavar="VAL_FOLDER",
+        default=None,
+        help="choose alpha on these HR validation images (never a benchmark set): the lowest LPIPS at least "
+        "--min-psnr-gain dB above bicubic",
+    )
+    p.add_argument("--alphas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", help="alphas --choose-on tries")
+    p.add_argument("--min-psnr-gain", type=float, default=1.0, help="dB over bicubic a chosen blend keeps (1.0)")
+    add_device_args(p)
     p.add_argument("-o", "--output", "--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_interpolate)

@@ -3,7 +3,8 @@
     scripts/peer_venv.sh                      # once: Real-ESRGAN + BasicSR in .venv-peers (not srkit's deps)
     python benchmarks/peer_speed.py [--sizes 160,512] [--runs 3] [--models rrdb23,compact]
 
-For every model and input size the runs alternate (peer, srkit fp32, srkit default, peer, ...), each a fresh
+srkit runs the same tensors as its own safetensors (fp32, and its default precision) and as the peer's .pth
+(read through spandrel). For every model and size the runs alternate (peer, srkit ..., peer, ...), each a fresh
 process timed from start to exit (imports, weight loading, reading, upscaling, writing: what a user waits for).
 Printed per row: the median wall time, srkit's speed-up over the peer, the output agreement (PSNR of srkit's
 8-bit output against the peer's fp32 output, RGB) and the share of the machine's measured matmul rate the
@@ -30,8 +31,9 @@ from PIL import Image
 from torch import nn
 
 from srkit.device import cpu_description
-from srkit.models import build_generator
+from srkit.models import build_generator, save_weights
 
+TOOLS = ("RealESRGANer fp32", "srkit fp32", "srkit default", "srkit default, .pth")
 # Runs RealESRGANer the way its README's CPU advice says (fp32, no tiling, pre_pad 0), on an RGB PNG.
 PEER = r"""
 import sys, time, cv2, torch
@@ -108,28 +110,26 @@ def _run(command: list[str], env: dict[str, str]) -> float:
     return wall
 
 
-def _models(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Path, str]]:
-    """name -> (srkit module, .pth in the community layout, the peer's arch argument)."""
+def _models(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Path, Path, str]]:
+    """name -> (srkit module, .pth in the community layout, the same tensors as srkit safetensors, peer arch)."""
     out = {}
     torch.manual_seed(0)
     for name in names:
         if name == "rrdb23":
-            net, peer_arch, key = build_generator("rrdbnet"), "rrdb23", "params_ema"
+            kwargs: dict[str, int] = {"width": 64, "num_blocks": 23, "growth": 32}
+            arch, peer_arch, key = "rrdbnet", "rrdb23", "params_ema"
         elif name.startswith("compact"):
             feat, conv = (int(v) for v in (name.split(":")[1:] or ["48", "16"]))
-            net, peer_arch, key = (
-                build_generator("compact", width=feat, num_convs=conv),
-                f"compact:{feat}:{conv}",
-                "params",
-            )
+            kwargs = {"width": feat, "num_convs": conv}
+            arch, peer_arch, key = "compact", f"compact:{feat}:{conv}", "params"
         else:
             raise SystemExit(f"unknown model {name!r}: rrdb23 or compact[:WIDTH:CONVS]")
-        with torch.no_grad():
-            for p in net.parameters():
-                p.mul_(0.5)  # random but tame: outputs stay in range, so clamping does not hide differences
+        # PyTorch's default init: outputs with an image-like spread (std ~0.25 for RRDBNet), not a constant.
+        net = build_generator(arch, **kwargs).eval()
         path = tmp / f"{name.replace(':', '_')}.pth"
         torch.save({key: net.state_dict()}, path)
-        out[name] = (net.eval(), path, peer_arch)
+        native = save_weights(net, path.with_suffix(".safetensors"), arch=arch, arch_kwargs={"scale": 4, **kwargs})
+        out[name] = (net, path, native, peer_arch)
     return out
 
 
@@ -153,26 +153,20 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for name, (net, weights, peer_arch) in _models(args.models.split(","), tmp).items():
+        for name, (net, weights, native, peer_arch) in _models(args.models.split(","), tmp).items():
             for size in (int(s) for s in args.sizes.split(",")):
                 src = tmp / f"in{size}.png"
                 _image(src, size)
                 peer_out = tmp / f"peer_{size}.png"
-                fp32_dir, auto_dir = tmp / "fp32", tmp / "auto"
-                model_args = ["--model", str(weights), "--overwrite"]
+                dirs = {tool: tmp / tool.replace(" ", "_").replace(",", "").replace(".", "") for tool in TOOLS}
+                own = ["--model", str(native), "--overwrite"]
                 tools: dict[str, list[str]] = {
-                    "RealESRGANer fp32": [
-                        args.peer_python,
-                        "-c",
-                        PEER,
-                        peer_arch,
-                        str(weights),
-                        str(src),
-                        str(peer_out),
-                    ],
-                    "srkit fp32": [*srkit, str(src), "-o", str(fp32_dir), *model_args, "--precision", "fp32"],
-                    "srkit default": [*srkit, str(src), "-o", str(auto_dir), *model_args],
-                }
+                    "RealESRGANer fp32": [args.peer_python, "-c", PEER, peer_arch, str(weights), str(src), str(peer_out)],  # noqa: E501
+                    "srkit fp32": [*srkit, str(src), "-o", str(dirs["srkit fp32"]), *own, "--precision", "fp32"],
+                    "srkit default": [*srkit, str(src), "-o", str(dirs["srkit default"]), *own],
+                    "srkit default, .pth": [*srkit, str(src), "-o", str(dirs["srkit default, .pth"]), "--model",
+                                            str(weights), "--overwrite"],
+                }  # fmt: skip
                 times: dict[str, list[float]] = {tool: [] for tool in tools}
                 for _ in range(args.runs):
                     for tool, command in tools.items():
@@ -180,9 +174,9 @@ def main() -> None:
                 macs = _conv_macs(net, size)
                 peer_s = statistics.median(times["RealESRGANer fp32"])
                 for tool, walls in times.items():
-                    out = {"srkit fp32": fp32_dir / src.name, "srkit default": auto_dir / src.name}.get(tool)
+                    out = None if tool.startswith("RealESRGANer") else dirs[tool] / src.name
                     wall = statistics.median(walls)
-                    dtype = "bf16" if tool == "srkit default" and _auto_is_bf16() else "fp32"
+                    dtype = "bf16" if "default" in tool and _auto_is_bf16() else "fp32"
                     rows.append(
                         {
                             "model": name,

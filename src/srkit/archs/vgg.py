@@ -7,8 +7,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from torchvision import models
-from torchvision.models.vgg import cfgs, make_layers
 
 from srkit.paths import MissingDataError, data_file
 
@@ -48,6 +46,8 @@ def _imagenet_state_dict(arch: str, data_dir: str | Path | None) -> dict[str, to
     try:
         return load_file(str(offline_weights_file(arch, data_dir)))
     except MissingDataError as missing:
+        from torchvision import models
+
         weights = models.VGG16_Weights.IMAGENET1K_V1 if arch == "vgg16" else models.VGG19_Weights.IMAGENET1K_V1
         try:
             full = weights.get_state_dict(progress=False)
@@ -87,6 +87,9 @@ class VGGFeatures(nn.Module):
         cut = names.index(layer) + 1
         # Only the conv trunk, built directly: torchvision's full VGG would also build a 120M-parameter
         # classifier just to be thrown away. Same module indices, so `features.N` keys load as they are.
+        # torchvision imported here, not at module level: it costs ~1-2 s of start-up that upscaling never needs.
+        from torchvision.models.vgg import cfgs, make_layers
+
         self.features = make_layers(cfgs["D" if arch == "vgg16" else "E"])[:cut]
         if weights is not None:
             if weights == "imagenet":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from srkit.inference import (
     OVERLAP,
     TileOptions,
     blend_window,
+    tile_layout,
     tile_starts,
     upscale_tiled,
 )
@@ -44,29 +46,36 @@ def _photo(n: int, h: int, w: int, *, seed: int = 0) -> torch.Tensor:
     ("length", "tile", "overlap"), [(53, 16, 4), (53, 20, 8), (37, 24, 6), (64, 16, 0), (10, 16, 4)]
 )
 def test_tile_starts_cover_with_full_size_tiles(length: int, tile: int, overlap: int) -> None:
-    starts = tile_starts(length, tile, overlap)
-    size = min(tile, length)
+    size, starts = tile_layout(length, tile, overlap)
+    assert starts == tile_starts(length, tile, overlap)
+    assert size <= min(tile, length) and (size == length or size >= 2 * overlap)
     assert starts[0] == 0 and starts[-1] + size == length  # the last tile is flush with the far edge
-    assert all(s >= 0 and s + size <= length for s in starts)  # every tile full-size, inside the image
+    assert all(s >= 0 and s + size <= length for s in starts)  # every tile the same size, inside the image
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(0 < g <= tile - overlap for g in gaps)  # neighbours overlap by at least `overlap`
-    assert gaps[:-1] == [tile - overlap] * (len(gaps) - 1)  # only the last one is shifted
+    assert all(0 < g <= size - overlap for g in gaps)  # neighbours overlap by at least `overlap`
+    assert not gaps or max(gaps) - min(gaps) <= 1  # spread evenly
+    # as few tiles as stepping by tile - overlap would need, and no more pixels of work than that
+    stepped = 1 if tile >= length else math.ceil((length - overlap) / (tile - overlap))
+    assert len(starts) == stepped and len(starts) * size <= stepped * min(tile, length)
+
+
+def test_tile_layout_of_a_512_image_at_the_default_tile() -> None:
+    # 3 tiles of 192 (576 px of work per axis) instead of 3 of 256 with the last shifted back (768 px)
+    assert tile_layout(512, 256, 32) == (192, [0, 160, 320])
+    assert tile_layout(256, 256, 32) == (256, [0])
 
 
 @pytest.mark.parametrize(("length", "tile", "overlap"), [(53, 16, 4), (53, 20, 8), (37, 24, 6), (200, 64, 32)])
 def test_summed_blend_weight_is_never_small(length: int, tile: int, overlap: int) -> None:
     scale = 4
     total = torch.zeros(length * scale, dtype=torch.float64)
-    starts = tile_starts(length, tile, overlap)
+    size, starts = tile_layout(length, tile, overlap)
     for s in starts:
-        w = blend_window(tile * scale, overlap * scale, ramp_start=s > 0, ramp_end=s + tile < length)
+        w = blend_window(size * scale, overlap * scale, ramp_start=s > 0, ramp_end=s + size < length)
         assert w.min() >= 0 and w.max() == 1
-        total[s * scale : (s + tile) * scale] += w
+        total[s * scale : (s + size) * scale] += w
     # >= 1 everywhere: some tile has full weight at every pixel; exactly 1 where only two ramps meet.
     assert total.min() >= 1 - 1e-12
-    first_seam = slice(starts[1] * scale, tile * scale)
-    if starts[1] + tile < length:  # the second tile is not the shifted last one: ramps meet exactly
-        assert torch.allclose(total[first_seam], torch.ones_like(total[first_seam]))
 
 
 def test_blend_window_ignores_the_outer_quarter_of_a_cut() -> None:
@@ -159,7 +168,7 @@ def test_memory_is_bounded_by_the_tile_batch() -> None:
     out = upscale_tiled(
         model, lq, tile=16, overlap=4, device=CPU, batch_tiles=5, progress=lambda d, t: calls.append((d, t))
     )
-    assert max(model.shapes) <= (5, 3, 16, 16) and all(s[1:] == (3, 16, 16) for s in model.shapes)
+    assert all(s[0] <= 5 and s[1] == 3 and s[2] <= 16 and s[3] <= 16 for s in model.shapes)
     n_tiles = 2 * len(tile_starts(50, 16, 4)) * len(tile_starts(70, 16, 4))
     assert sum(s[0] for s in model.shapes) == n_tiles
     assert calls[-1] == (n_tiles, n_tiles) and [d for d, _ in calls] == sorted(d for d, _ in calls)

@@ -186,3 +186,30 @@ def test_pixelshuffle_generator() -> None:
     assert n_params(PixelShuffleGenerator()) == 474_307  # 9x9 head, 4 convs, 2 x (conv 64 -> 256), 9x9 tail
     with pytest.raises(ValueError, match="scale 2"):
         PixelShuffleGenerator(scale=2)
+
+
+def test_rrdb_residual_sums_stay_float32_under_autocast() -> None:
+    # bf16 convs, float32 residual stream: closer to the fp32 model than summing in bf16
+    import math
+
+    from srkit.archs import rrdbnet
+
+    torch.manual_seed(0)
+    net = RRDBNet(width=32, num_blocks=4, growth=16).eval()
+    x = torch.rand(1, 3, 24, 24)
+    with torch.inference_mode():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = net(x).float()
+            block = net.body[0]
+            assert block(torch.rand(1, 32, 8, 8).to(torch.bfloat16)).dtype == torch.float32
+        original = rrdbnet._residual
+        try:  # the same model with bf16 sums, for comparison
+            rrdbnet._residual = lambda a, r: a + rrdbnet.RESIDUAL_SCALE * r  # type: ignore[assignment]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16_sums = net(x).float()
+        finally:
+            rrdbnet._residual = original
+    err = float((ours - ref).abs().mean())
+    assert err < float((bf16_sums - ref).abs().mean()) and math.isfinite(err)
+    assert net.to(torch.bfloat16)(x.to(torch.bfloat16)).dtype == torch.bfloat16  # no autocast: dtype kept

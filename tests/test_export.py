@@ -272,3 +272,22 @@ def test_a_community_model_exports_in_its_own_layout(tmp_path: Path) -> None:
         x = torch.rand(1, 3, 9, 9)
         with torch.no_grad():
             assert torch.allclose(again.model(x), net(x).clamp(0, 1), atol=1e-6)
+
+
+def test_fp16_onnx_export_runs_in_onnxruntime(tmp_path: Path) -> None:
+    from srkit.descriptor import open_model
+
+    net = random_srresnet(width=8, num_blocks=1)
+    src = save_weights(net, tmp_path / "s.safetensors", arch="srresnet", arch_kwargs={"width": 8, "num_blocks": 1})
+    out = export_model(src, tmp_path / "s16.onnx", half=True)
+    graph = onnx.load(str(out))
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert {p.key: p.value for p in graph.metadata_props}["precision"] == "fp16"
+    fp32 = export_model(src, tmp_path / "s32.onnx")
+    assert out.stat().st_size < 0.75 * fp32.stat().st_size  # half the weights' bytes
+    desc = open_model(out, backend="onnxruntime")
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        assert float((desc.model(x) - net(x)).abs().max()) < 1 / 255
+    with pytest.raises(ValueError, match="--half is for ONNX exports"):
+        export_model(src, tmp_path / "s.pt", half=True)

@@ -100,7 +100,12 @@ def _check_exportable(model: nn.Module, what: str) -> None:
         raise ValueError(f"export to {what} needs the model in eval mode (BatchNorm folded to running statistics)")
 
 
-def _check_against_torch(model: nn.Module, run: Any, what: str) -> None:
+# An fp16 graph is compared with the float32 model: fp16's 11-bit mantissa leaves ~1e-3 of rounding, still a
+# quarter of one 8-bit level.
+_CHECK_TOLERANCE_FP16 = 1 / 255
+
+
+def _check_against_torch(model: nn.Module, run: Any, what: str, *, tolerance: float = _CHECK_TOLERANCE) -> None:
     """Run the exported graph at two sizes other than the traced one and compare with the PyTorch model."""
     generator = torch.Generator().manual_seed(0)
     for shape in _CHECK_SHAPES:
@@ -117,26 +122,35 @@ def _check_against_torch(model: nn.Module, run: Any, what: str) -> None:
                 f"{tuple(expected.shape)}: it has the trace size {_TRACE_SHAPE} baked in"
             )
         diff = float((got.float() - expected).abs().max())
-        if not diff <= _CHECK_TOLERANCE:
+        if not diff <= tolerance:
             raise ValueError(
                 f"the exported {what} graph differs from PyTorch by up to {diff:.3g} at input {shape} "
-                f"(expected <= {_CHECK_TOLERANCE})"
+                f"(expected <= {tolerance:.3g})"
             )
 
 
-def onnx_bytes(model: nn.Module, *, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None) -> bytes:
-    """Serialise a generator to ONNX with dynamic batch, height and width, checked (onnx.checker and two sizes)."""
+def onnx_bytes(
+    model: nn.Module, *, opset: int = ONNX_OPSET, metadata: dict[str, str] | None = None, half: bool = False
+) -> bytes:
+    """Serialise a generator to ONNX with dynamic batch, height and width, checked (onnx.checker and two sizes).
+
+    half: float16 weights, input and output (half the file, for GPU runtimes and fp16-capable CPUs), checked
+    against the float32 model to within a quarter of an 8-bit level.
+    """
     import onnx
 
     if opset < 17:
         raise ValueError(f"ONNX opset must be >= 17, got {opset}")
     _check_exportable(model, "ONNX")
     model = _on_cpu(model)
+    reference = model
+    if half:
+        model = copy.deepcopy(model).half()
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     try:
         program = torch.onnx.export(
             model,
-            (torch.rand(_TRACE_SHAPE),),
+            (torch.rand(_TRACE_SHAPE, dtype=torch.float16 if half else torch.float32),),
             None,
             dynamo=True,
             opset_version=opset,
@@ -156,7 +170,8 @@ def onnx_bytes(model: nn.Module, *, opset: int = ONNX_OPSET, metadata: dict[str,
     onnx.checker.check_model(proto, full_check=True)
     data: bytes = proto.SerializeToString()
     session = _session(data, threads=1)
-    _check_against_torch(model, lambda lq: _run_session(session, lq), "ONNX")
+    tolerance = _CHECK_TOLERANCE_FP16 if half else _CHECK_TOLERANCE
+    _check_against_torch(reference, lambda lq: _run_session(session, lq), "ONNX", tolerance=tolerance)
     return data
 
 
@@ -187,6 +202,7 @@ def export_model(
     format: str | None = None,
     scale: int | None = None,
     opset: int = ONNX_OPSET,
+    half: bool = False,
 ) -> Path:
     """Export "bicubic", a shipped model or a weights file to ONNX, TorchScript, safetensors or the community's
     .pth layout, atomically. A community model (spandrel-detected) keeps its own key layout in .pth/.safetensors."""
@@ -194,8 +210,10 @@ def export_model(
     fmt = format or format_from_suffix(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if half and fmt != "onnx":
+        raise ValueError(f"--half is for ONNX exports (float16 graphs), not {fmt}")
     source = resolve_model(name_or_path, scale=scale)
-    meta = describe_model(source)
+    meta = describe_model(source) | ({"precision": "fp16"} if half else {})
     model = load_source(source, device="cpu")
     community = source.kind == "community"
     # A community model is srkit's SpandrelModule around the detected network: its layout is the network's.
@@ -210,7 +228,7 @@ def export_model(
     if fmt == "pth":
         data = pth_bytes(inner, arch=source.arch, arch_kwargs=source.arch_kwargs, community=community)
     elif fmt == "onnx":
-        data = onnx_bytes(model, opset=opset, metadata=meta)
+        data = onnx_bytes(model, opset=opset, metadata=meta, half=half)
     else:
         data = torchscript_bytes(model, metadata=meta)
     fs.atomic_write(out, data)
@@ -278,10 +296,12 @@ def _session(model: str | Path | bytes, *, threads: int | None = None, device: t
 
 
 def _run_session(session: Any, lq: torch.Tensor) -> torch.Tensor:
-    """(N, 3, h, w) tensor -> the session's first output as a float32 CPU tensor."""
-    x = np.ascontiguousarray(lq.detach().to("cpu", torch.float32).numpy())
-    out = session.run(None, {session.get_inputs()[0].name: x})[0]
-    return torch.from_numpy(out)
+    """(N, 3, h, w) tensor -> the session's first output as a float32 CPU tensor (fp16 graphs get fp16 input)."""
+    graph_input = session.get_inputs()[0]
+    dtype = torch.float16 if graph_input.type == "tensor(float16)" else torch.float32
+    x = np.ascontiguousarray(lq.detach().to("cpu", dtype).numpy())
+    out = session.run(None, {graph_input.name: x})[0]
+    return torch.from_numpy(out).float()
 
 
 class OnnxGenerator(nn.Module):

@@ -127,8 +127,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     refuse_existing(out, overwrite=args.overwrite)
     fmt = args.format or format_from_suffix(out)
-    export_model(args.model, out, format=fmt, scale=args.scale, opset=args.opset)
-    print(f"wrote {out} ({fmt})")
+    export_model(args.model, out, format=fmt, scale=args.scale, opset=args.opset, half=args.half)
+    print(f"wrote {out} ({fmt}{', fp16' if args.half else ''})")
     return 0
 
 
@@ -285,6 +285,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--scale", type=scale_arg, default=None, help=SCALE_HELP)
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default 18)")
+    p.add_argument("--half", action="store_true", help="ONNX with float16 weights, input and output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 

@@ -38,6 +38,7 @@ NEW_RECIPES = (
     "srgan_small_x4",
     "srgan_ra_x4",
     "srgan_unet_ldl_x4",
+    "compact_x4",
 )
 
 
@@ -66,6 +67,7 @@ TINY_G = {
     "srresnet": {"width": 8, "num_blocks": 1},
     "autoencoder": {"width": 4},
     "pixelshuffle": {"width": 8, "num_convs": 1},
+    "compact": {"width": 8, "num_convs": 2},
 }
 TINY_D = {"srgan": {"channels": [8, 8, 16, 16], "hidden": 16}, "esrgan_vgg128": {"width": 4}, "unet_sn": {"width": 4}}
 
@@ -159,7 +161,15 @@ def test_esrgan_recipe_trains_from_the_psnr_run(esrgan_run: Path, rrdb_psnr_run:
 
 @pytest.mark.parametrize(
     "name",
-    ["srgan_lsgan_x4", "autoencoder_x4", "vanilla_gan_x4", "srgan_small_x4", "srgan_ra_x4", "srgan_unet_ldl_x4"],
+    [
+        "srgan_lsgan_x4",
+        "autoencoder_x4",
+        "vanilla_gan_x4",
+        "srgan_small_x4",
+        "srgan_ra_x4",
+        "srgan_unet_ldl_x4",
+        "compact_x4",
+    ],
 )
 def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_dir: Path, name: str) -> None:
     extra: dict[str, Any] = {}
@@ -285,6 +295,11 @@ PUBLISHED: dict[str, Published] = {
             "loss.adversarial": "vanilla",
             "loss.adversarial_weight": 1e-3,
         },
+    ),
+    "compact_x4": Published(
+        "Real-ESRGAN's SRVGGNetCompact (Wang et al. 2021, the realesr-general models): plain 3x3 convs with PReLU "
+        "at LR size, a pixel shuffle and the nearest-upsampled input added; trained with L1 only",
+        {"model.arch": "compact", "discriminator.arch": None, "loss.pixel": "l1", "loss.perceptual_weight": 0.0},
     ),
     "srgan_ra_x4": Published(
         "ESRGAN's generator loss (eq. 3: 1.0 L1 on VGG19 conv5_4 before activation, 5e-3 RaGAN, 1e-2 pixel L1) "

@@ -32,9 +32,20 @@ def _sync(device: torch.device) -> None:
 
 
 def train_rate(
-    stage: int, *, amp: str, steps: int, batch: int, gt_size: int, device: torch.device, channels_last: bool = False
+    stage: int,
+    *,
+    amp: str,
+    steps: int,
+    batch: int,
+    gt_size: int,
+    device: torch.device,
+    channels_last: bool = False,
+    compiled: bool = False,
 ) -> float:
-    """Seconds per optimisation step (median of `steps` after one warm-up step).
+    """Seconds per optimisation step (median of `steps` after the warm-up steps).
+
+    compiled: both networks through torch.compile, as `train.compile: true` does; the warm-up then also
+    holds the compilation (three steps: the first compiles, the next may recompile for dynamic shapes).
 
     channels_last: generator, discriminator and batches in NHWC, as `train.channels_last: true` does (VGG then
     runs on NHWC activations with its weights as loaded; converting them too measured no faster here).
@@ -48,6 +59,11 @@ def train_rate(
         net_d = SRGANDiscriminator().to(device).to(memory_format=fmt)
         opt_d = torch.optim.Adam(net_d.parameters(), lr=1e-4)
         percep = PerceptualLoss(arch="vgg16", layer="relu5_3").to(device)  # the loop leaves VGG as it is too
+    if compiled:
+        net_g.compile()
+        if net_d is not None:
+            net_d.compile()
+    warmup = 3 if compiled else 1
     d_loss, g_loss = ADVERSARIAL["vanilla"]
     # The loop's own step functions (srkit.train.step), with the shipped SRGAN recipe's weights.
     objective = Objective(
@@ -64,14 +80,14 @@ def train_rate(
     )
     update = Update(autocast=autocast)
     times = []
-    for i in range(steps + 1):
+    for i in range(steps + warmup):
         _sync(device)
         t = time.perf_counter()
         sr, _, _ = generator_step(net_g, opt_g, lq, gt, objective=objective, net_d=net_d, update=update)
         if net_d is not None and opt_d is not None:
             discriminator_step(net_d, opt_d, sr, gt, d_loss=d_loss, update=update)
         _sync(device)
-        if i:  # the first step pays for allocation and kernel selection
+        if i >= warmup:  # the first step pays for allocation and kernel selection (and compilation)
             times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2]
@@ -103,33 +119,36 @@ def main() -> None:
     parser.add_argument("--amp", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (CUDA)")
     parser.add_argument("--layouts", default="nchw,nhwc", help="comma-separated: nchw, nhwc (channels-last)")
     parser.add_argument("--loader-batches", type=int, default=60)
+    parser.add_argument("--compile", default="eager", help="comma-separated: eager, compiled (torch.compile)")
     args = parser.parse_args()
     device = pick_device(args.device)
     print(
         f"# srkit training throughput: {platform.processor() or platform.machine()}, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, HR {args.gt_size}px\n"
     )
-    print("| stage | precision | layout | s/step | images/s |")
-    print("|---|---|---|---:|---:|")
+    print("| stage | precision | layout | mode | s/step | images/s |")
+    print("|---|---|---|---|---:|---:|")
     consumed: dict[int, float] = {}
     for stage in (1, 2):
         for amp in args.amp.split(","):
             for layout in args.layouts.split(","):
-                sec = train_rate(
-                    stage,
-                    amp=amp,
-                    steps=args.steps,
-                    batch=args.batch,
-                    gt_size=args.gt_size,
-                    device=device,
-                    channels_last=layout == "nhwc",
-                )
-                consumed[stage] = max(consumed.get(stage, 0.0), 1 / sec)
-                print(
-                    f"| {stage} ({'SRResNet, L1' if stage == 1 else 'SRGAN: L1 + VGG16 + D'}) | {amp} | {layout} | "
-                    f"{sec:.3f} | {args.batch / sec:.1f} |",
-                    flush=True,
-                )
+                for mode in args.compile.split(","):
+                    sec = train_rate(
+                        stage,
+                        amp=amp,
+                        steps=args.steps,
+                        batch=args.batch,
+                        gt_size=args.gt_size,
+                        device=device,
+                        channels_last=layout == "nhwc",
+                        compiled=mode == "compiled",
+                    )
+                    consumed[stage] = max(consumed.get(stage, 0.0), 1 / sec)
+                    what = "SRResNet, L1" if stage == 1 else "SRGAN: L1 + VGG16 + D"
+                    print(
+                        f"| {stage} ({what}) | {amp} | {layout} | {mode} | {sec:.3f} | {args.batch / sec:.1f} |",
+                        flush=True,
+                    )
     folders = [resolve_folder("train/T91", None), resolve_folder("train/BSD200", None)]
     print(f"\n# patch pipeline: T91 + BSD200 decoded once; batches of {args.batch} ({args.gt_size}px HR + LR)\n")
     print("| start-up | seconds | images/s |")

@@ -194,6 +194,10 @@ class TrainConfig(_Section):
     # the value it resolved to, so a resume keeps the precision it started with
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     channels_last: bool = False
+    # torch.compile both networks (TorchInductor; needs a C++ compiler on CPUs): keep it only where
+    # benchmarks/train_throughput.py --compile shows it faster on your machine; the first steps compile
+    compile: bool = False
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"  # eager / aot_eager: capture, no codegen
     ema_decay: float | None = Field(
         default=None, gt=0, lt=1, description="e.g. 0.999, or null for no EMA"
     )  # validate/export the EMA

@@ -1008,3 +1008,21 @@ def test_ema_warmup_follows_the_model_early() -> None:
     assert p.min().item() > 0.5
     late = avg(torch.zeros(1), torch.ones(1), torch.tensor(10**6))
     assert late.item() == pytest.approx(0.001)
+
+
+def test_compiled_training_captures_the_step_and_keeps_the_weights_layout(
+    tmp_path: Path, images: dict[str, Path]
+) -> None:
+    # torch.compile through dynamo with the "aot_eager" backend: the whole capture (forward and backward graphs)
+    # without TorchInductor's code generation, which takes minutes on a 2-core CPU. Same losses, same keys.
+    settings = {"train__steps": 2, "train__val_every": 2, "train__save_every": 2}
+    eager = fit(_tiny(tmp_path, images, "eager", **settings))
+    compiled = fit(
+        _tiny(tmp_path, images, "compiled", train__compile=True, train__compile_backend="aot_eager", **settings)
+    )
+    for ra, rb in zip(_history(eager), _history(compiled), strict=True):
+        assert float(ra["loss_g"]) == pytest.approx(float(rb["loss_g"]), rel=1e-4)
+    ea = load_checkpoint(eager / "checkpoints" / "latest.pt")
+    cb = load_checkpoint(compiled / "checkpoints" / "latest.pt")
+    assert ea["net_g"].keys() == cb["net_g"].keys()  # no _orig_mod. prefix: exports and resume are unchanged
+    assert load_model(compiled / "checkpoints" / "best_psnr.safetensors").scale == 4

@@ -341,6 +341,12 @@ def _build_networks(config: Config, device: torch.device, *, fresh: bool) -> Net
     ema = None
     if t.ema_decay is not None:
         ema = AveragedModel(net_g, avg_fn=ema_avg_fn(t.ema_decay), use_buffers=True)
+    if t.compile:
+        # In place (nn.Module.compile): the state dict keys stay the module's own, so checkpoints and exports
+        # are the same with or without it. The EMA copy, validated rarely, stays eager.
+        net_g.compile(backend=t.compile_backend)
+        if net_d is not None:
+            net_d.compile(backend=t.compile_backend)
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     return Networks(net_g, opt_g, sched_g, scaler, net_d=net_d, opt_d=opt_d, sched_d=sched_d, ema=ema)
 

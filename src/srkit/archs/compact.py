@@ -28,9 +28,9 @@ class Compact(nn.Module):
         self.body = nn.ModuleList(layers)
         self.shuffle = nn.PixelShuffle(scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:  # named lq as every generator's input (ONNX export)
+        y = lq
         for layer in self.body:
             y = layer(y)
         # The network learns the residual over a nearest-neighbour upscale of its input.
-        return self.shuffle(y) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return self.shuffle(y) + F.interpolate(lq, scale_factor=self.scale, mode="nearest")

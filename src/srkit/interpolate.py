@@ -8,6 +8,7 @@ between trade one for the other without retraining. Both must share the architec
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from srkit.descriptor import open_model
-from srkit.evaluate import evaluate_images, folder_images, summarize
+from srkit.evaluate import EvalImage, evaluate_images, folder_images, summarize
 from srkit.metrics import LPIPS
 from srkit.models import build_generator, read_metadata, save_weights
 
@@ -100,7 +101,11 @@ def sweep_alpha(
     scale: int = 4,
 ) -> tuple[list[AlphaScore], float]:
     """Each blend scored on a folder of HR images (validation images, never a benchmark), and bicubic's PSNR there."""
-    images = folder_images(folder, scale=scale)
+    # Each (HR, LR) pair read and degraded once, not once per alpha.
+    images = [
+        EvalImage(i.name, functools.partial(lambda pair: pair, i.load()), i.source)
+        for i in folder_images(folder, scale=scale)
+    ]
     bicubic = evaluate_images(open_model("bicubic", scale=scale), images, set_name="val", scale=scale,
                               device=device, lpips_model=None)  # fmt: skip
     scores = []

@@ -24,14 +24,20 @@ from srkit.models import build_generator, resolve_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# name -> (the reference module, the key its .pth wraps the state dict in (None: bare), spandrel's arch id)
-BUILDERS: dict[str, tuple[Callable[[], nn.Module], str | None, str]] = {
+# name -> (the reference module, the key its .pth wraps the state dict in (None: bare), spandrel's arch id,
+# the srkit arch that runs it (None: spandrel's module))
+BUILDERS: dict[str, tuple[Callable[[], nn.Module], str | None, str, str | None]] = {
     # old layout: model.0.weight, model.1.sub.0.RDB1.conv1.0.weight, ...
-    "esrgan_old": (lambda: ESRGAN(num_filters=16, num_blocks=1, scale=4), None, "ESRGAN"),
+    "esrgan_old": (lambda: ESRGAN(num_filters=16, num_blocks=1, scale=4), None, "ESRGAN", None),
     # BasicSR's key layout (srkit's RRDBNet uses it), wrapped as Real-ESRGAN's released .pth files are
-    "realesrgan_new": (lambda: build_generator("rrdbnet", width=16, num_blocks=1, growth=32), "params_ema", "ESRGAN"),
-    "compact": (lambda: Compact(num_feat=16, num_conv=4, upscale=4), "params", "Compact"),
-    "span": (lambda: SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=4), None, "SPAN"),
+    "realesrgan_new": (
+        lambda: build_generator("rrdbnet", width=16, num_blocks=2, growth=32),
+        "params_ema",
+        "ESRGAN",
+        "rrdbnet",
+    ),
+    "compact": (lambda: Compact(num_feat=16, num_conv=4, upscale=4), "params", "Compact", "compact"),
+    "span": (lambda: SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=4), None, "SPAN", None),
 }
 
 
@@ -45,7 +51,7 @@ def _randomise(net: nn.Module, seed: int) -> nn.Module:
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
 def test_upscale_matches_the_reference_forward(tmp_path: Path, kind: str) -> None:
-    build, wrapper, arch = BUILDERS[kind]
+    build, wrapper, arch, native = BUILDERS[kind]
     net = _randomise(build(), seed=1)
     weights = tmp_path / f"{kind}.pth"
     torch.save(net.state_dict() if wrapper is None else {wrapper: net.state_dict()}, weights)
@@ -54,7 +60,12 @@ def test_upscale_matches_the_reference_forward(tmp_path: Path, kind: str) -> Non
 
     desc = open_model(weights)
     assert (desc.architecture, desc.scale, desc.source.kind if desc.source else None) == (arch, 4, "community")
-    assert desc.pads_input and desc.input_channels == desc.output_channels == 3
+    assert desc.input_channels == desc.output_channels == 3
+    # the new ESRGAN layout and Compact run as srkit's own module (same tensors, strictly loaded), the rest in
+    # spandrel's, which pads inputs to the architecture's size needs itself
+    assert desc.pads_input == (native is None)
+    assert desc.source is not None and desc.source.arch == (native or arch)
+    assert (type(desc.model).__module__.startswith("srkit.archs")) == (native is not None)
 
     out = tmp_path / "out"
     status = main(["upscale", str(tmp_path / "in.png"), "-o", str(out), "--model", str(weights), "--precision", "fp32"])
@@ -79,7 +90,8 @@ def test_safetensors_without_srkit_metadata_is_community(tmp_path: Path) -> None
     path = tmp_path / "compact.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     source = resolve_model(path)
-    assert (source.kind, source.arch, source.scale) == ("community", "Compact", 4)
+    assert (source.kind, source.metadata["community_arch"], source.scale) == ("community", "Compact", 4)
+    assert source.arch == "compact"  # exactly srkit's Compact: srkit's module runs it
     with pytest.raises(ValueError, match=r"\(Compact\) upscales x4; --scale 2 does not apply"):
         resolve_model(path, scale=2)
 
@@ -126,3 +138,27 @@ def test_models_inspect_prints_what_was_detected(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "architecture: SPAN" in out and "scale: x4" in out and "kind: community" in out
     assert f"parameters: {sum(p.numel() for p in net.parameters()):,}" in out
+    assert "runs as: spandrel's module" in out
+
+    rrdb = BUILDERS["realesrgan_new"][0]()
+    torch.save({"params_ema": rrdb.state_dict()}, tmp_path / "rrdb.pth")
+    assert main(["models", "--inspect", str(tmp_path / "rrdb.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "architecture: ESRGAN" in out
+    assert "runs as: srkit rrdbnet (width=16, num_blocks=2, growth=32, scale=4)" in out
+
+
+def test_a_near_miss_of_srkit_layout_stays_with_spandrel(tmp_path: Path) -> None:
+    """An ESRGAN file with a tensor srkit's RRDBNet lacks (here: an extra key) is not forced into srkit's module."""
+    net = _randomise(BUILDERS["realesrgan_new"][0](), seed=2)
+    state = net.state_dict() | {"conv_extra.weight": torch.zeros(1)}
+    from srkit.community import detect, native_equivalent
+
+    canonical = {k: v for k, v in state.items()}
+    found = detect({k: v for k, v in canonical.items() if k != "conv_extra.weight"}, source="x")
+    assert native_equivalent(canonical, found) is None  # strict load refuses the extra key
+    exact = native_equivalent(net.state_dict(), found)
+    assert exact is not None and exact[0] == "rrdbnet"
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(exact[2](x), net(x))

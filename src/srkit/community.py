@@ -6,6 +6,12 @@ and shapes); srkit only reads the file, and does so without running code: `.safe
 pickles (`.pth`, `.pt`, `.ckpt`) go through `torch.load(weights_only=True)`, which refuses any pickle that holds
 code or objects other than tensors and containers. spandrel's own file loader is not used, because for `.pt` it
 tries `torch.jit.load` first, which runs the archive's TorchScript.
+
+When the file's tensors are exactly the state dict of one of srkit's own networks (BasicSR's RRDBNet layout, as in
+Real-ESRGAN's releases; Real-ESRGAN's SRVGGNetCompact), srkit's module runs them instead of spandrel's: the same
+arithmetic, plus srkit's float32 residual sums under bf16 autocast (RRDBNet: 48.8 dB of the fp32 output where
+spandrel's module, summing in bf16, reaches 44.3 dB; README, "Against Real-ESRGAN"). Nothing is mapped by hand:
+the tensors load strictly into srkit's module or the file stays spandrel's.
 """
 
 from __future__ import annotations
@@ -114,6 +120,41 @@ def detect(state: dict[str, torch.Tensor], *, source: str | Path) -> Any:
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise ValueError(f"{source}: a {descriptor.architecture.name} model takes an image and a mask, not an image")
     return descriptor
+
+
+# spandrel's architecture id -> the srkit generator that has the same key layout.
+NATIVE_ARCHS = {"ESRGAN": "rrdbnet", "Compact": "compact"}
+
+
+def _native_kwargs(arch: str, state: dict[str, torch.Tensor], found: Any) -> dict[str, Any] | None:
+    """srkit arch kwargs for the network spandrel found, read from its hyperparameters and the tensors' shapes;
+    None where srkit's module has no such variant (pixel-unshuffle inputs, other activations, other scales)."""
+    net = found.model
+    if arch == "compact":
+        ok = net.act_type == "prelu" and net.num_in_ch == net.num_out_ch == 3
+        return {"width": net.num_feat, "num_convs": net.num_conv, "scale": net.upscale} if ok else None
+    first, trunk = state.get("conv_first.weight"), state.get("body.0.rdb1.conv1.weight")
+    if first is None or trunk is None or net.shuffle_factor or int(found.scale) not in (2, 4):
+        return None  # the old key layout (spandrel's module runs it), or Real-ESRGAN x2plus's unshuffled input
+    blocks = {key.split(".")[1] for key in state if key.startswith("body.")}
+    return {"width": first.shape[0], "num_blocks": len(blocks), "growth": trunk.shape[0], "scale": int(found.scale)}
+
+
+def native_equivalent(state: dict[str, torch.Tensor], found: Any) -> tuple[str, dict[str, Any], nn.Module] | None:
+    """(arch, arch_kwargs, srkit module with the tensors loaded) when the file is exactly one of srkit's networks
+    (a strict load: every key and shape), else None. `found` is spandrel's descriptor of the same tensors."""
+    from srkit.archs import GENERATORS
+
+    arch = NATIVE_ARCHS.get(str(found.architecture.id))
+    kwargs = None if arch is None else _native_kwargs(arch, state, found)
+    if arch is None or kwargs is None:
+        return None
+    net = GENERATORS[arch](**kwargs)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError:  # a key or shape srkit's module does not have: spandrel's module runs the file
+        return None
+    return arch, kwargs, net.eval()
 
 
 def load_community(path: str | Path) -> Any:

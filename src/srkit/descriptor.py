@@ -165,4 +165,6 @@ def open_model(
     if isinstance(net, SpandrelModule):
         return _spandrel_descriptor(net, source)
     assert source.scale is not None  # known for every non-ONNX source
-    return ModelDescriptor(model=net, scale=source.scale, architecture=source.arch, source=source)
+    # a community file srkit's own module runs keeps spandrel's name for its architecture
+    arch = source.metadata.get("community_arch", source.arch)
+    return ModelDescriptor(model=net, scale=source.scale, architecture=arch, source=source)

@@ -31,6 +31,7 @@ from torch import nn
 
 from srkit import fs
 from srkit.archs import Bicubic
+from srkit.community import SpandrelModule
 from srkit.models import WEIGHTS_FORMAT, ModelSource, load_source, resolve_model, save_weights
 
 FORMATS = ("onnx", "torchscript", "safetensors", "pth")
@@ -216,8 +217,9 @@ def export_model(
     meta = describe_model(source) | ({"precision": "fp16"} if half else {})
     model = load_source(source, device="cpu")
     community = source.kind == "community"
-    # A community model is srkit's SpandrelModule around the detected network: its layout is the network's.
-    inner: nn.Module = model.net if community else model  # type: ignore[assignment]
+    # A community model spandrel runs is srkit's SpandrelModule around the detected network: its layout is the
+    # network's (one srkit runs natively is in that layout already).
+    inner: nn.Module = model.net if isinstance(model, SpandrelModule) else model
     if fmt == "safetensors" and community:  # the detected architecture's own layout, no srkit arch metadata
         tensors = {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
         fs.atomic_write(out, safetensors.torch.save(tensors, metadata={"source": meta["source"]}))

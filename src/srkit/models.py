@@ -273,17 +273,25 @@ def _is_srkit(path: Path) -> bool:
 
 
 def _community_source(name: str, path: Path, scale: int | None) -> ModelSource:
-    """Read and detect community weights once, for their architecture and scale (community.load_community)."""
-    from srkit.community import load_community
+    """Read and detect community weights once, for their architecture and scale (community.load_community).
 
-    descriptor = load_community(path)
-    arch, own = descriptor.architecture.id, int(descriptor.scale)
+    A file that is exactly one of srkit's networks (community.native_equivalent) resolves to that arch and its
+    kwargs, and runs as srkit's module; any other to spandrel's architecture id (metadata `community_arch` holds
+    spandrel's id either way)."""
+    from srkit.community import detect, native_equivalent, read_state_dict
+
+    state = read_state_dict(path)
+    found = detect(state, source=path)
+    community_arch, own = str(found.architecture.id), int(found.scale)
     if scale is not None and scale != own:
         raise ValueError(
-            f"model {name!r} ({arch}) upscales x{own}; --scale {scale} does not apply to it (leave --scale out)"
+            f"model {name!r} ({community_arch}) upscales x{own}; --scale {scale} does not apply to it "
+            "(leave --scale out)"
         )
-    meta = {"arch": arch, "source_format": path.suffix.lower().lstrip(".")}
-    return ModelSource(name, "community", path, arch, {"scale": own}, meta, own)
+    meta = {"community_arch": community_arch, "source_format": path.suffix.lower().lstrip(".")}
+    native = native_equivalent(state, found)
+    arch, kwargs = (community_arch, {"scale": own}) if native is None else native[:2]
+    return ModelSource(name, "community", path, arch, kwargs, meta | {"arch": arch}, own)
 
 
 def load_source(source: ModelSource, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -293,9 +301,13 @@ def load_source(source: ModelSource, *, device: str | torch.device = "cpu") -> n
     if source.kind == "bicubic":
         return build_generator("bicubic", **source.arch_kwargs).to(device).eval()
     if source.kind == "community":
-        from srkit.community import SpandrelModule, load_community
+        from srkit.community import SpandrelModule, load_community, read_state_dict
 
         assert source.path is not None
+        if source.arch in GENERATORS:  # exactly an srkit network (see _community_source): srkit's module runs it
+            net = build_generator(source.arch, **source.arch_kwargs)
+            net.load_state_dict(read_state_dict(source.path), strict=True)
+            return net.to(device).eval()
         return SpandrelModule(load_community(source.path)).to(device).eval()
     assert source.path is not None
     from safetensors.torch import load_file

@@ -150,6 +150,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_as(source: Any) -> str:
+    """Which module runs a community file (a ModelSource): srkit's own network (its tensors are exactly one of
+    srkit's) or spandrel's."""
+    from srkit.archs import GENERATORS
+
+    if source.arch in GENERATORS:
+        return f"srkit {source.arch} ({', '.join(f'{k}={v}' for k, v in source.arch_kwargs.items())})"
+    return "spandrel's module"
+
+
 def _inspect(path: str) -> int:
     """srkit models --inspect FILE: what srkit detects in a weights file, nothing run."""
     from srkit.descriptor import open_model
@@ -161,6 +171,7 @@ def _inspect(path: str) -> int:
         ("file", path),
         ("kind", source.kind if source else "-"),
         ("architecture", desc.architecture),
+        *([("runs as", _runs_as(source))] if source and source.kind == "community" else []),
         ("scale", f"x{desc.scale}"),
         ("channels", f"{desc.input_channels} in, {desc.output_channels} out"),
         ("parameters", f"{desc.params:,}" if desc.backend == "torch" else "(ONNX graph)"),

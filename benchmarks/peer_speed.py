@@ -3,9 +3,13 @@
     scripts/peer_venv.sh                      # once: Real-ESRGAN + BasicSR in .venv-peers (not srkit's deps)
     python benchmarks/peer_speed.py [--sizes 160,512] [--runs 3] [--models rrdb23,compact]
 
-srkit runs the same tensors as its own safetensors (fp32, and its default precision) and as the peer's .pth
-(read through spandrel). For every model and size the runs alternate (peer, srkit ..., peer, ...), each a fresh
-process timed from start to exit (imports, weight loading, reading, upscaling, writing: what a user waits for).
+srkit runs the same tensors as its own safetensors (PyTorch fp32; its defaults, `--backend auto --precision
+auto`; `--precision fp32` with the auto backend, which is what the defaults give on a CPU without native bf16)
+and as the peer's .pth (read through spandrel). `srkit tune` runs first for each (what --backend auto measures
+once per model and machine, and stores), so the timed runs read the stored choice, as every run after a user's
+first does; the rows name the runtime it chose. For every model and size the runs alternate (peer, srkit ...,
+peer, ...), each a fresh process timed from start to exit (imports, weight loading, reading, upscaling,
+writing: what a user waits for).
 Printed per row: the median wall time, srkit's speed-up over the peer, the output agreement (PSNR of srkit's
 8-bit output against the peer's fp32 output, RGB) and the share of the machine's measured matmul rate the
 upscale itself reaches (2 x conv multiply-adds / time / matmul FLOP/s, the matmul measured here in the same
@@ -33,7 +37,7 @@ from torch import nn
 from srkit.device import cpu_description
 from srkit.models import build_generator, save_weights
 
-TOOLS = ("RealESRGANer fp32", "srkit fp32", "srkit default", "srkit default, .pth")
+TOOLS = ("RealESRGANer fp32", "srkit torch fp32", "srkit default", "srkit fp32", "srkit default, .pth")
 # Runs RealESRGANer the way its README's CPU advice says (fp32, no tiling, pre_pad 0), on an RGB PNG.
 PEER = r"""
 import sys, time, cv2, torch
@@ -133,6 +137,17 @@ def _models(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Path, Pat
     return out
 
 
+def _tune(srkit: list[str], weights: Path, precision: str, env: dict[str, str]) -> str:
+    """`srkit tune` once (what --backend auto stores for the timed runs); returns the runtime it chose."""
+    done = subprocess.run(
+        [*srkit, "tune", str(weights), "--precision", precision], env=env, capture_output=True, text=True
+    )
+    found = [line for line in done.stdout.splitlines() if line.startswith("--backend auto runs ")]
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"srkit tune failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return found[0].removeprefix("--backend auto runs ").split(" (")[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer-python", default=".venv-peers/bin/python", help="a Python with realesrgan")
@@ -149,11 +164,19 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
     flops = {"fp32": _matmul_flops(torch.float32), "bf16": _matmul_flops(torch.bfloat16)}
-    srkit = [sys.executable, "-m", "srkit.cli", "upscale"]
+    cli = [sys.executable, "-m", "srkit.cli"]
+    srkit = [*cli, "upscale"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        env["SRKIT_CACHE"] = str(tmp / "cache")  # measured afresh here; the user's stored choices left alone
         for name, (net, weights, native, peer_arch) in _models(args.models.split(","), tmp).items():
+            chosen = {
+                "srkit default": _tune(cli, native, "auto", env),
+                "srkit fp32": _tune(cli, native, "fp32", env),
+                "srkit default, .pth": _tune(cli, weights, "auto", env),
+                "srkit torch fp32": "torch fp32",
+            }
             for size in (int(s) for s in args.sizes.split(",")):
                 src = tmp / f"in{size}.png"
                 _image(src, size)
@@ -162,8 +185,10 @@ def main() -> None:
                 own = ["--model", str(native), "--overwrite"]
                 tools: dict[str, list[str]] = {
                     "RealESRGANer fp32": [args.peer_python, "-c", PEER, peer_arch, str(weights), str(src), str(peer_out)],  # noqa: E501
-                    "srkit fp32": [*srkit, str(src), "-o", str(dirs["srkit fp32"]), *own, "--precision", "fp32"],
+                    "srkit torch fp32": [*srkit, str(src), "-o", str(dirs["srkit torch fp32"]), *own,
+                                         "--precision", "fp32", "--backend", "torch"],
                     "srkit default": [*srkit, str(src), "-o", str(dirs["srkit default"]), *own],
+                    "srkit fp32": [*srkit, str(src), "-o", str(dirs["srkit fp32"]), *own, "--precision", "fp32"],
                     "srkit default, .pth": [*srkit, str(src), "-o", str(dirs["srkit default, .pth"]), "--model",
                                             str(weights), "--overwrite"],
                 }  # fmt: skip
@@ -176,12 +201,13 @@ def main() -> None:
                 for tool, walls in times.items():
                     out = None if tool.startswith("RealESRGANer") else dirs[tool] / src.name
                     wall = statistics.median(walls)
-                    dtype = "bf16" if "default" in tool and _auto_is_bf16() else "fp32"
+                    runtime = chosen.get(tool, "")
+                    dtype = "bf16" if runtime.endswith("bf16") else "fp32"
                     rows.append(
                         {
                             "model": name,
                             "size": size,
-                            "tool": tool + (" (bf16)" if dtype == "bf16" else ""),
+                            "tool": tool + (f" ({runtime})" if tool in chosen and "torch fp32" not in tool else ""),
                             "wall_s": wall,
                             "runs": walls,
                             "speedup": peer_s / wall,
@@ -205,12 +231,6 @@ def main() -> None:
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-
-
-def _auto_is_bf16() -> bool:
-    from srkit.device import auto_precision
-
-    return auto_precision(torch.device("cpu")) == torch.bfloat16
 
 
 if __name__ == "__main__":

@@ -50,13 +50,15 @@ def _maxrss_mib() -> float:
 def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this (fresh) process; returns seconds per image and peak memory."""
     from srkit.device import pick_device
-    from srkit.export import OnnxGenerator
+    from srkit.export import OnnxGenerator, OpenVINOGenerator
     from srkit.inference import PRECISIONS, upscale_tiled
 
     torch.set_num_threads(cfg["threads"])
     device = pick_device(cfg["device"])
     if cfg["backend"] == "onnxruntime":
         model: nn.Module = OnnxGenerator(cfg["onnx"], device=device, threads=cfg["threads"])
+    elif cfg["backend"] == "openvino":  # compiled for the run's precision (fp32 or bf16)
+        model = OpenVINOGenerator(cfg["onnx"], precision=cfg["precision"], threads=cfg["threads"])
     else:
         model = _build(cfg["model"]).to(device)
     tile = cfg["tile"] if cfg["mode"] == "tiled" else None
@@ -134,7 +136,7 @@ def main() -> None:
     parser.add_argument("--models", default="srresnet,rrdbnet", help="generators, comma-separated")
     parser.add_argument("--sizes", default="128,512,2000", help="square LR input sides, comma-separated")
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32, bf16, fp16 (CUDA)")
-    parser.add_argument("--backends", default="torch,onnxruntime")
+    parser.add_argument("--backends", default="torch,onnxruntime,openvino")
     parser.add_argument("--modes", default="tiled,whole")
     parser.add_argument("--tile", type=int, default=256, help="LR tile side for the tiled runs (default 256)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default srkit's OVERLAP)")
@@ -175,7 +177,7 @@ def main() -> None:
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx_files: dict[str, str] = {}
-        if "onnxruntime" in args.backends:
+        if "onnxruntime" in args.backends or "openvino" in args.backends:
             for m in models:
                 weights = save_weights(_build(m), Path(tmp) / f"{m}.safetensors", arch=m, arch_kwargs={})
                 onnx_files[m] = str(export_model(weights, Path(tmp) / f"{m}.onnx", format="onnx"))
@@ -184,6 +186,8 @@ def main() -> None:
                 for precision in args.precisions.split(","):
                     if backend == "onnxruntime" and precision != "fp32":
                         continue  # the exported graph is float32
+                    if backend == "openvino" and precision not in ("fp32", "bf16"):
+                        continue
                     if precision == "fp16" and device.type != "cuda":
                         continue
                     last_whole: tuple[int, float] | None = None  # (size, MiB added) of the largest whole run

@@ -211,10 +211,12 @@ def test_cli_export_errors(tiny_onnx: Path, tmp_path: Path, capsys: pytest.Captu
     assert main(["export", "bicubic", "-o", str(tmp_path / "b.zip")]) == 2
     assert "cannot tell the export format" in capsys.readouterr().err
     argv = ["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_onnx), "--device", "cpu"]
-    assert main(argv) == 2
-    assert "--backend onnxruntime" in capsys.readouterr().err
+    assert main([*argv, "--backend", "torch"]) == 2
+    assert "run it with --backend onnxruntime or openvino" in capsys.readouterr().err
     assert main([*argv, "--backend", "onnxruntime", "--precision", "bf16"]) == 2
-    assert "ONNX graphs run in float32" in capsys.readouterr().err
+    assert "ONNX Runtime runs fp32" in capsys.readouterr().err
+    assert main(argv) == 0  # --backend auto runs an .onnx file with ONNX Runtime
+    assert "backend auto -> onnxruntime (an ONNX file)" in capsys.readouterr().err
 
 
 def test_cached_onnx_refuses_unknown_models(tmp_path: Path) -> None:

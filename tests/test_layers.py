@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "data.augment",
     },
     {"data.prepare", "data.download", "data.pipeline", "evaluate", "inference", "export", "descriptor", "interpolate"},
+    {"tune"},  # measures runtimes through descriptor and inference
     {"face_upscale", "summary", "viz", "compare", "train"},
     {"batch", "report", "demo"},
     {"serve"},

@@ -19,11 +19,13 @@ import torch
 from torch import nn
 
 from srkit.community import SpandrelModule
-from srkit.export import OnnxGenerator, cached_onnx
+from srkit.export import OnnxGenerator, OpenVINOGenerator, cached_onnx
 from srkit.models import ModelSource, load_source, model_scale, resolve_model
 
-Backend = Literal["torch", "onnxruntime"]
-BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime")
+Backend = Literal["torch", "onnxruntime", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime", "openvino")
+# Runtimes that run an ONNX graph (an .onnx file, or a model exported once to the cache)
+ONNX_BACKENDS: tuple[Backend, ...] = ("onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class ModelDescriptor:
     size_requirements: SizeRequirements = field(default_factory=SizeRequirements)
     pads_input: bool = False  # the model pads inputs to its size requirements itself (spandrel's models)
     source: ModelSource | None = None  # None: a module described by hand
+    # The one precision a compiled runtime runs in (ONNX Runtime: float32; OpenVINO: as compiled); None for
+    # PyTorch, which takes any through autocast.
+    fixed_precision: torch.dtype | None = None
 
     @property
     def label(self) -> str:
@@ -72,13 +77,19 @@ class ModelDescriptor:
     def input_dtype(self) -> torch.dtype:
         """The dtype the model's input is given in: its weights' dtype; float64 for a parameter-free PyTorch
         model (bicubic: exact arithmetic, so it reproduces the published bicubic numbers); float32 for ONNX."""
-        if self.backend == "onnxruntime":
+        if self.backend != "torch":
             return torch.float32
         param = next(self.model.parameters(), None)
         return torch.float64 if param is None else param.dtype
 
     def check_precision(self, dtype: torch.dtype) -> None:
         """Refuse a reduced precision the model cannot run in (ONNX graphs run as exported, in float32)."""
+        if self.fixed_precision is not None and dtype != self.fixed_precision:
+            names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+            raise ValueError(
+                f"{self.label} ({self.backend}) runs in {names[self.fixed_precision]} as compiled, not "
+                f"{names.get(dtype, str(dtype))}: open it with that precision or use --backend torch"
+            )
         refused = {torch.bfloat16: not self.supports_bfloat16, torch.float16: not self.supports_half}
         if refused.get(dtype, False):
             name = "bf16" if dtype == torch.bfloat16 else "fp16"
@@ -99,6 +110,8 @@ def describe(model: Upscaler) -> ModelDescriptor:
         return model
     if isinstance(model, OnnxGenerator):
         return _onnx_descriptor(model, None)
+    if isinstance(model, OpenVINOGenerator):
+        return _openvino_descriptor(model, None)
     if isinstance(model, SpandrelModule):
         return _spandrel_descriptor(model, None)
     return ModelDescriptor(model=model, scale=model_scale(model), architecture=type(model).__name__)
@@ -137,6 +150,21 @@ def _onnx_descriptor(net: OnnxGenerator, source: ModelSource | None) -> ModelDes
         supports_half=False,
         supports_bfloat16=False,
         source=source,
+        fixed_precision=torch.float32,
+    )
+
+
+def _openvino_descriptor(net: OpenVINOGenerator, source: ModelSource | None) -> ModelDescriptor:
+    bf16 = net.precision == "bf16"
+    return ModelDescriptor(
+        model=net,
+        scale=net.scale,
+        architecture=net.metadata.get("arch", "onnx"),
+        backend="openvino",
+        supports_half=False,
+        supports_bfloat16=bf16,
+        source=source,
+        fixed_precision=torch.bfloat16 if bf16 else torch.float32,
     )
 
 
@@ -147,17 +175,25 @@ def open_model(
     device: str | torch.device = "cpu",
     backend: Backend = "torch",
     threads: int | None = None,
+    precision: torch.dtype = torch.float32,
 ) -> ModelDescriptor:
-    """Resolve a model name and load it for `backend`: PyTorch, or ONNX Runtime (an .onnx file as is; any other
-    model exported to ONNX once and cached, see export.cached_onnx)."""
+    """Resolve a model name and load it for `backend`: PyTorch, ONNX Runtime or OpenVINO (an .onnx file as is;
+    any other model exported to ONNX once and cached, see export.cached_onnx). `precision` is what OpenVINO
+    compiles for (fp32 or bf16); PyTorch takes any precision per call, ONNX Runtime runs float32."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, scale=scale)
     device = torch.device(device)
-    if backend == "onnxruntime":
+    if backend in ONNX_BACKENDS:
         path = source.path if source.kind == "onnx" else cached_onnx(source.spec, scale=source.scale)
         assert path is not None
-        desc = _onnx_descriptor(OnnxGenerator(path, device=device, threads=threads), source)
+        if backend == "openvino":
+            if device.type != "cpu":
+                raise ValueError(f"the OpenVINO backend runs on the CPU, not {device}")
+            name = "bf16" if precision == torch.bfloat16 else "fp32"
+            desc = _openvino_descriptor(OpenVINOGenerator(path, precision=name, threads=threads), source)
+        else:
+            desc = _onnx_descriptor(OnnxGenerator(path, device=device, threads=threads), source)
         if source.scale is not None and desc.scale != source.scale:
             raise ValueError(f"{source.spec}: the ONNX graph upscales x{desc.scale}, not x{source.scale}")
         return desc

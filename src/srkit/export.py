@@ -341,10 +341,73 @@ class OnnxGenerator(nn.Module):
         return out.to(lq.device)
 
 
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file (srkit writes arch, arch_kwargs, scale...), weights left unread."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # onnx's DecodeError and friends
+        raise ValueError(f"{path}: not a readable ONNX model ({err})") from err
+    return {p.key: p.value for p in graph.metadata_props}
+
+
+class OpenVINOGenerator(nn.Module):
+    """An ONNX generator compiled by OpenVINO for the CPU, behind the nn.Module interface.
+
+    `precision` is OpenVINO's inference precision, fixed when compiling: "fp32", or "bf16" (every op in bf16,
+    residual sums included; on CPUs with AVX512-BF16/AMX only). OpenVINO reads the ONNX file itself; srkit's
+    metadata in it gives the scale, else a 16x16 input is run to find it.
+    """
+
+    def __init__(self, path: str | Path, *, precision: str = "fp32", threads: int | None = None) -> None:
+        import openvino as ov
+
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model {self.path} not found")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"OpenVINO runs srkit models in fp32 or bf16, not {precision}")
+        core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("OpenVINO bf16 needs a CPU with AVX512-BF16 or AMX; use --precision fp32")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.precision = precision
+        self.metadata = onnx_metadata(self.path)
+        try:
+            self.compiled = core.compile_model(str(self.path), "CPU", config)
+        except RuntimeError as err:  # OpenVINO's conversion and compile errors
+            raise ValueError(f"{self.path}: OpenVINO cannot compile this ONNX model ({err})") from err
+        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else self._probe_scale()
+
+    def _probe_scale(self) -> int:
+        out = self.forward(torch.zeros(1, 3, 16, 16))
+        scale = out.shape[-1] // 16
+        if scale < 1 or tuple(out.shape[-2:]) != (16 * scale, 16 * scale):
+            raise ValueError(f"{self.path}: output {tuple(out.shape)} for a 16x16 input is not an integer upscale")
+        return int(scale)
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        x = lq.detach().to("cpu", torch.float32).contiguous().numpy()
+        try:
+            out = self.compiled(x)[0]
+        except RuntimeError as err:  # keep the file name and shape in the message
+            raise RuntimeError(f"OpenVINO failed on {self.path.name} with input {tuple(lq.shape)}: {err}") from err
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(lq.device)
+
+
 def onnx_cache_dir() -> Path:
     """Where on-the-fly ONNX exports are kept: $SRKIT_CACHE/onnx, else ~/.cache/srkit/onnx."""
+    return cache_root() / "onnx"
+
+
+def cache_root() -> Path:
+    """srkit's cache folder (ONNX exports, measured runtime choices): $SRKIT_CACHE, else ~/.cache/srkit."""
     root = os.environ.get("SRKIT_CACHE")
-    return Path(root).expanduser() / "onnx" if root else Path.home() / ".cache" / "srkit" / "onnx"
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "srkit"
 
 
 def cached_onnx(name_or_path: str | Path, *, scale: int | None = None, cache_dir: Path | None = None) -> Path:

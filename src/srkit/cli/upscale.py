@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +22,78 @@ from srkit.cli.common import (
 )
 from srkit.serve import limits
 
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 
-def _upscale_model(args: argparse.Namespace, device: Any) -> Any:
-    """The model `srkit upscale` runs (a ModelDescriptor): PyTorch, or an ONNX graph run by ONNX Runtime
-    (an .onnx file as is; any other model is exported once to the cache, $SRKIT_CACHE or ~/.cache/srkit)."""
+
+def _upscale_model(args: argparse.Namespace, device: Any, files: list[Path], *, quiet: bool) -> tuple[Any, Any]:
+    """The model `srkit upscale` runs (a ModelDescriptor) and its precision (None: from --precision).
+
+    --backend auto (the default, or $SRKIT_BACKEND): the runtime measured fastest for this model on this machine
+    (tune.choose; measured once when the job is large enough, then remembered); torch, onnxruntime or openvino
+    as asked otherwise (an .onnx file as is; any other model exported once to the cache, $SRKIT_CACHE or
+    ~/.cache/srkit)."""
     from srkit.descriptor import open_model
     from srkit.models import resolve_model
 
+    backend = args.backend or os.environ.get("SRKIT_BACKEND") or "auto"
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"SRKIT_BACKEND={backend!r}: expected one of {', '.join(BACKEND_CHOICES)}")
     source = resolve_model(args.model, scale=args.scale)
-    if source.kind == "onnx" and args.backend != "onnxruntime":
-        raise ValueError(f"{args.model} is an ONNX file: run it with --backend onnxruntime")
-    if args.backend == "onnxruntime" and args.precision not in ("fp32", "auto"):
+    if backend == "auto" and (args.faces or args.face_model):
+        backend = "torch"  # the face path blends two PyTorch models
+    if backend == "auto":
+        from srkit import tune
+
+        choice, desc = tune.choose(source, request=args.precision, device=device, lr_pixels=lambda: _lr_pixels(files))
+        measured = choice.cached or bool(choice.measured)
+        if not quiet:  # unmeasured: PyTorch, and --precision decides as with --backend torch (said below)
+            label = choice.runtime.label if measured else choice.runtime.backend
+            print(f"backend auto -> {label} ({choice.why})", file=sys.stderr)
+        return desc, choice.runtime.dtype if measured else None
+    if source.kind == "onnx" and backend == "torch":
+        raise ValueError(f"{args.model} is an ONNX file: run it with --backend onnxruntime or openvino")
+    if backend == "onnxruntime" and args.precision not in ("fp32", "auto"):
         # Said before any export or load: ONNX graphs run as exported (ModelDescriptor.supports_bfloat16).
-        raise ValueError(f"--precision {args.precision} needs --backend torch; ONNX graphs run in float32")
-    return open_model(source, device=device, backend=args.backend)
+        raise ValueError(f"--precision {args.precision} needs --backend torch or openvino; ONNX Runtime runs fp32")
+    if backend == "openvino" and args.precision == "fp16":
+        raise ValueError("--precision fp16 is for CUDA; OpenVINO runs fp32 or bf16")
+    if backend == "openvino":
+        import torch
+
+        dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+        return open_model(source, device=device, backend="openvino", precision=dtype), dtype
+    return open_model(source, device=device, backend=backend), None  # type: ignore[arg-type]
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """srkit tune MODEL: measure the runtimes for MODEL on this machine, store the fastest, print the table."""
+    from srkit import tune
+    from srkit.device import cpu_description, pick_device
+
+    choice, _ = tune.choose(args.model, request=args.precision, device=pick_device(args.device), force=args.force)
+    console = make_console()
+    console.print(f"# {args.model} on {cpu_description()}", markup=False)
+    for line in tune.table(choice):
+        console.print(line, markup=False)
+    stored = f"stored in {tune.cache_file()}"
+    if choice.cached:
+        stored = "stored earlier, not measured again (--force to redo)"
+    console.print(f"--backend auto runs {choice.runtime.label} ({choice.why}); {stored}", markup=False)
+    return 0
+
+
+def _lr_pixels(files: list[Path]) -> int:
+    """The job's input pixels, from the image headers. Unreadable files, and anything but a regular file (a FIFO
+    would block), count 0: the batch reports them."""
+    from PIL import Image
+
+    total = 0
+    for path in files:
+        if not path.is_file():
+            continue
+        with contextlib.suppress(Exception), Image.open(path) as im:
+            total += im.width * im.height
+    return total
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
@@ -60,19 +121,19 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
     limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
     shard = from_env()  # under torchrun: this rank's share of the files; rank 0 reports for all
-    model = _upscale_model(args, device)
+    model, chosen_dtype = _upscale_model(args, device, files, quiet=not shard.main)
     face_model = None
     if args.faces or args.face_model:
         from srkit.descriptor import open_model
         from srkit.models import default_face_model
 
-        if args.backend != "torch":
-            raise ValueError("--faces runs both models with PyTorch: leave out --backend onnxruntime")
+        if model.backend != "torch":
+            raise ValueError(f"--faces runs both models with PyTorch: use --backend torch (not {model.backend})")
         face_model = open_model(args.face_model or default_face_model(), device=device)
     options = TileOptions(
         tile=tile or None,
         overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
-        dtype=resolve_precision(args.precision, device, model),
+        dtype=chosen_dtype if chosen_dtype is not None else resolve_precision(args.precision, device, model),
         batch_tiles=args.tile_batch,
         channels_last=args.channels_last,
     )
@@ -242,9 +303,11 @@ def register(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
         "--backend",
-        choices=["torch", "onnxruntime"],
-        default="torch",
-        help="torch (default), or onnxruntime: an .onnx file, or the model exported to ONNX once and cached",
+        choices=BACKEND_CHOICES,
+        default=None,
+        help="auto (default, or $SRKIT_BACKEND): the runtime measured fastest for the model on this machine, "
+        "within 45 dB of PyTorch fp32 (measured once, for jobs big enough to repay it, then remembered); torch; "
+        "onnxruntime or openvino: an .onnx file, or the model exported to ONNX once and cached",
     )
     p.add_argument("--tile", type=int, default=None, help="LR tile side in pixels, 0 = whole image (default 256)")
     p.add_argument("--tile-overlap", type=int, default=None, help="LR pixels shared by neighbouring tiles (default 32)")
@@ -283,6 +346,13 @@ def register(sub: Any) -> None:
     )
     add_device_args(p, data_dir=False)
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("tune", help="measure which runtime runs a model fastest here (what --backend auto uses)")
+    p.add_argument("model", help="a shipped model's name or a weights file")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="as for upscale")
+    p.add_argument("--force", action="store_true", help="measure again even if a choice is stored")
+    add_device_args(p, data_dir=False)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("export", help="export a model for deployment: ONNX, TorchScript or safetensors")
     p.add_argument("model", help="bicubic, a shipped model's name, or a .safetensors file")

@@ -91,6 +91,15 @@ def test_choose_measures_once_stores_and_reuses(tmp_path: Path, monkeypatch: pyt
         tune.choose(_compact(tmp_path, seed=1), request="fp32")
 
 
+def test_measuring_auto_also_stores_the_fp32_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = _compact(tmp_path)
+    monkeypatch.setattr(tune, "native_bf16", lambda _d: False)  # fp32 candidates only: quick
+    auto, _ = tune.choose(weights, request="auto")
+    monkeypatch.setattr(tune, "measure", lambda *_a, **_k: pytest.fail("fp32 measured again"))
+    fp32, _ = tune.choose(weights, request="fp32")
+    assert fp32.cached and fp32.runtime == auto.runtime and {m.precision for m in fp32.measured} == {"fp32"}
+
+
 def test_small_jobs_are_not_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tune, "measure", lambda *_a, **_k: pytest.fail("a tiny job was measured"))
     choice, desc = tune.choose(_compact(tmp_path), request="fp32", lr_pixels=lambda: 64 * 64)

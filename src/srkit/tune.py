@@ -285,6 +285,11 @@ def choose(
     runtime, why = pick(rows)
     choice = Choice(runtime, why, rows)
     _store(key, source, request, choice)
+    if request == "auto":  # the fp32 and bf16 requests' candidates were measured too: store their choices
+        for sub in ("fp32", "bf16"):
+            sub_rows = [r for r in rows if r.precision == sub]
+            if any(r.accepted for r in sub_rows):
+                _store(cache_key(source, sub, threads), source, sub, Choice(pick(sub_rows)[0], why, sub_rows))
     return choice, opened[runtime]
 
 

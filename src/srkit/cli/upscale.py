@@ -287,7 +287,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """The upscale, export, models, demo, serve command parsers."""
+    """The upscale, tune, export, models, demo, serve command parsers."""
+    _register_upscale(sub)
+    _register_deployment(sub)
+
+
+def _register_upscale(sub: Any) -> None:
     p = sub.add_parser("upscale", help="upscale image files or folders")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("-o", "--output", "--out", required=True, help="output folder (inputs are never overwritten)")
@@ -347,6 +352,9 @@ def register(sub: Any) -> None:
     add_device_args(p, data_dir=False)
     p.set_defaults(func=cmd_upscale)
 
+
+def _register_deployment(sub: Any) -> None:
+    """tune, export, models, demo, serve."""
     p = sub.add_parser("tune", help="measure which runtime runs a model fastest here (what --backend auto uses)")
     p.add_argument("model", help="a shipped model's name or a weights file")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="as for upscale")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from srkit.export import OnnxGenerator, export_model
+from srkit.export import COMMUNITY_LAYOUTS, OnnxGenerator, export_model
 from srkit.inference import upscale_tiled
 from srkit.models import load_model, read_metadata, shipped_models
 
@@ -61,3 +62,22 @@ def test_onnxruntime_matches_pytorch_at_two_sizes(name: str, tmp_path_factory: p
         mse = float(((got.double() - expected.double()) ** 2).mean())
         psnr = math.inf if mse == 0 else 10 * math.log10(1 / mse)
         assert psnr >= 50, f"{name} {h}x{w}: ONNX Runtime vs PyTorch {psnr:.1f} dB"
+
+
+COMMUNITY = [name for name in SHIPPED if read_metadata(shipped_models()[name])["arch"] in COMMUNITY_LAYOUTS]
+
+
+@pytest.mark.parametrize("name", COMMUNITY)
+def test_community_export_loads_in_spandrel_within_one_level(name: str, tmp_path: Path) -> None:
+    import spandrel
+
+    out = export_model(name, tmp_path / f"{name}.pth", format="pth")
+    state = torch.load(out, map_location="cpu", weights_only=True)  # tensors only: no code to run
+    found = spandrel.ModelLoader().load_from_state_dict(state)
+    found.model.eval()
+    model = load_model(name)
+    lq = _photo(37, 45, seed=7)
+    with torch.no_grad():
+        ours = upscale_tiled(model, lq, tile=None, device=CPU)
+        theirs = found(lq).float()
+    assert theirs.shape == ours.shape and float((theirs - ours).abs().max()) <= 1 / 255

@@ -183,3 +183,10 @@ def test_openvino_refuses_other_precisions(tmp_path: Path, capsys: pytest.Captur
     desc = open_model(weights, backend="openvino")
     with pytest.raises(ValueError, match=r"runs in fp32 as compiled, not bf16"):
         desc.check_precision(torch.bfloat16)
+
+
+def test_conv_flops_per_pixel_match_the_layer_arithmetic() -> None:
+    net = build_generator("compact", width=8, num_convs=2).eval()
+    # every conv at LR size: 3->8, 8->8 twice, 8->48 (3 x 4 x 4), each 3x3, 2 FLOPs per multiply-add
+    expected = 2 * 9 * (3 * 8 + 8 * 8 * 2 + 8 * 48)
+    assert tune.conv_flop_per_lr_pixel(net) == expected

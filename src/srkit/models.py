@@ -159,6 +159,23 @@ def arch_kwargs_of(meta: dict[str, str], path: str | Path) -> dict[str, Any]:
     return kwargs
 
 
+def with_tensors(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """srkit's `arch` holding `state`'s tensors (strict: every key and shape), without a random init first.
+
+    The network is built on the meta device and the tensors assigned to it: initialising a paper-size RRDBNet
+    (Kaiming-normal on 350 convs) took 4.3 s of a 10 s `srkit upscale` of a 160 px image, only to be
+    overwritten. Floating tensors become float32, as loading into a freshly built module would make them.
+    """
+    with torch.device("meta"):
+        net = build_generator(arch, **kwargs)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    net.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):  # a buffer the state dict does not hold
+        net = build_generator(arch, **kwargs)
+        net.load_state_dict(state, strict=True)
+    return net
+
+
 def build_for_weights(path: str | Path, meta: dict[str, str] | None = None) -> nn.Module:
     """The network a weights file describes, built only once its shapes are known to fit the file.
 
@@ -190,6 +207,13 @@ def build_for_weights(path: str | Path, meta: dict[str, str] | None = None) -> n
         )
         raise ValueError(f"{path}: weights do not fit arch {arch!r} with arch_kwargs {kwargs} ({details})")
     return build_generator(arch, **kwargs)
+
+
+def check_fits(path: str | Path, meta: dict[str, str] | None = None) -> None:
+    """Refuse (ValueError) a weights file whose tensors do not fit the arch its metadata names (build_for_weights'
+    checks, nothing built for real)."""
+    with torch.device("meta"):
+        build_for_weights(path, meta)
 
 
 ModelKind = Literal["bicubic", "shipped", "weights", "community", "onnx"]
@@ -305,16 +329,14 @@ def load_source(source: ModelSource, *, device: str | torch.device = "cpu") -> n
 
         assert source.path is not None
         if source.arch in GENERATORS:  # exactly an srkit network (see _community_source): srkit's module runs it
-            net = build_generator(source.arch, **source.arch_kwargs)
-            net.load_state_dict(read_state_dict(source.path), strict=True)
-            return net.to(device).eval()
+            return with_tensors(source.arch, source.arch_kwargs, read_state_dict(source.path)).to(device).eval()
         return SpandrelModule(load_community(source.path)).to(device).eval()
     assert source.path is not None
     from safetensors.torch import load_file
 
-    model = build_for_weights(source.path, source.metadata)
+    check_fits(source.path, source.metadata)
     try:
-        model.load_state_dict(load_file(str(source.path)), strict=True)
+        model = with_tensors(source.arch, source.arch_kwargs, load_file(str(source.path)))
     except RuntimeError as err:  # shapes were checked; dtype or other oddities remain
         raise ValueError(f"{source.path}: weights do not load into arch {source.arch!r}: {err}") from err
     return model.to(device).eval()

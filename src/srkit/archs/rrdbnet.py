@@ -53,6 +53,8 @@ class ResidualDenseBlock(nn.Module):
         self.conv5 = nn.Conv2d(width + 4 * growth, width, 3, padding=1)
         self.act = _lrelu()
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            if conv.weight.is_meta:  # shapes only (weights are loaded next, or FLOPs counted): normal_ on the
+                continue  # meta device runs torch's Python reference and imports torch._dynamo, ~3 s here
             nn.init.kaiming_normal_(conv.weight)
             conv.weight.data.mul_(INIT_SCALE)
             if conv.bias is not None:

@@ -50,6 +50,17 @@ def test_pick_keeps_torch_unless_another_runtime_is_clearly_faster() -> None:
         tune.pick([_row("openvino", "bf16", 0.5, 30.0)])
 
 
+def test_start_up_decides_small_jobs() -> None:
+    # OpenVINO: 30% faster per forward, 1.2 s to import and compile; PyTorch's model loads in 0.2 s
+    rows = [_row("torch", "bf16", 0.040), _row("openvino", "bf16", 0.028)]
+    rows[0].start_seconds, rows[1].start_seconds = 0.2, 1.2
+    probe_px = tune.PROBE**2
+    assert tune.pick(rows)[0].backend == "openvino"  # per forward (large jobs)
+    assert tune.pick(rows, lr_pixels=10 * probe_px)[0].backend == "torch"  # 0.6 s vs 1.48 s
+    big, why = tune.pick(rows, lr_pixels=1000 * probe_px)  # 40.2 s vs 29.2 s
+    assert big.backend == "openvino" and "start-up included" in why
+
+
 def test_candidates_follow_the_request_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(tune, "native_bf16", lambda _d: False)
@@ -68,6 +79,7 @@ def test_choose_measures_once_stores_and_reuses(tmp_path: Path, monkeypatch: pyt
     assert not choice.cached and {m.backend for m in choice.measured} == {"torch", "onnxruntime", "openvino"}
     for m in choice.measured:  # every fp32 runtime agrees with PyTorch far beyond the bar
         assert m.error is None and m.seconds is not None and m.seconds > 0 and m.psnr is not None and m.psnr > 80
+        assert m.start_seconds > 0  # loading, compiling, importing: measured, not assumed
     assert desc.backend == choice.runtime.backend
     stored = json.loads(tune.cache_file().read_text())
     assert len(stored) == 1 and next(iter(stored.values()))["runtime"] == {"backend": desc.backend, "precision": "fp32"}

@@ -21,6 +21,8 @@ import hashlib
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +36,7 @@ from torch import nn
 from srkit import fs
 from srkit.descriptor import Backend, ModelDescriptor, open_model
 from srkit.device import auto_precision, cpu_description, native_bf16
-from srkit.export import cache_root
+from srkit.export import cache_root, cached_onnx
 from srkit.inference import run_model, use_channels_last
 from srkit.models import ModelSource, resolve_model
 
@@ -71,6 +73,9 @@ class Measurement:
     psnr: float | None = None  # dB against PyTorch fp32; inf when identical
     accepted: bool = False
     error: str | None = None
+    # what starting costs in a fresh process: the runtime's import (PyTorch's is paid by every run) plus
+    # loading or compiling the model; weighed against the job's size when choosing
+    start_seconds: float = 0.0
 
 
 @dataclass
@@ -145,16 +150,22 @@ def measure(
 ) -> tuple[list[Measurement], dict[Runtime, ModelDescriptor]]:
     """Time every runtime on the probe and compare its output with PyTorch fp32 (which is always run first)."""
     x = probe_image(probe)
+    t0 = time.perf_counter()
     reference = open_model(source)
+    ref_start = time.perf_counter() - t0
     ref_s, ref = _timed(reference, x, Runtime("torch", "fp32"))
     rows, opened = [], {}
     for runtime in runtimes:
         row = Measurement(runtime.backend, runtime.precision)
         try:
-            if runtime == Runtime("torch", "fp32"):
-                desc, (row.seconds, out) = reference, (ref_s, ref)
+            if runtime.backend == "torch":
+                desc, row.start_seconds = reference, ref_start
+                row.seconds, out = (ref_s, ref) if runtime.precision == "fp32" else _timed(desc, x, runtime)
             else:
-                desc = reference if runtime.backend == "torch" else _open(source, runtime, threads)
+                cached_onnx(source.spec, scale=source.scale)  # the export is made once per weights: not timed
+                t0 = time.perf_counter()
+                desc = _open(source, runtime, threads)
+                row.start_seconds = time.perf_counter() - t0 + _import_seconds(runtime.backend)
                 row.seconds, out = _timed(desc, x, runtime)
             row.psnr = _psnr(out, ref)
             row.accepted = row.psnr >= MIN_PSNR
@@ -165,24 +176,41 @@ def measure(
     return rows, opened
 
 
+def _import_seconds(module: str) -> float:
+    """Seconds a fresh process spends importing `module` (after numpy, which srkit imports anyway)."""
+    code = f"import time, numpy; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+        return float(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return 0.0
+
+
 def _open(source: ModelSource, runtime: Runtime, threads: int | None) -> ModelDescriptor:
     return open_model(source, backend=runtime.backend, threads=threads, precision=runtime.dtype)
 
 
-def pick(rows: list[Measurement]) -> tuple[Runtime, str]:
-    """The fastest accepted runtime; PyTorch unless another is at least MARGIN faster than PyTorch's best."""
+def pick(rows: list[Measurement], lr_pixels: int | None = None, probe: int = PROBE) -> tuple[Runtime, str]:
+    """The accepted runtime that finishes first; PyTorch unless another is at least MARGIN faster.
+
+    With `lr_pixels` (the job's input pixels) each runtime's time is its start-up plus its probe time scaled to
+    the job; without, per forward only (the choice for large jobs)."""
     ok = [r for r in rows if r.accepted and r.seconds is not None]
     if not ok:
         raise ValueError("no runtime agreed with PyTorch fp32 on the probe")
-    fastest = min(ok, key=lambda r: r.seconds or math.inf)
+
+    def cost(r: Measurement) -> float:
+        assert r.seconds is not None
+        return r.seconds if lr_pixels is None else r.start_seconds + r.seconds * lr_pixels / probe**2
+
+    fastest = min(ok, key=cost)
     torch_rows = [r for r in ok if r.backend == "torch"]
-    best_torch = min(torch_rows, key=lambda r: r.seconds or math.inf) if torch_rows else None
-    if best_torch is not None and fastest.backend != "torch":
-        assert fastest.seconds is not None and best_torch.seconds is not None
-        if best_torch.seconds < MARGIN * fastest.seconds:
-            fastest = best_torch
+    best_torch = min(torch_rows, key=cost) if torch_rows else None
+    if best_torch is not None and fastest.backend != "torch" and cost(best_torch) < MARGIN * cost(fastest):
+        fastest = best_torch
     winner = Runtime(fastest.backend, fastest.precision)  # type: ignore[arg-type]
-    return winner, f"fastest on this CPU within {MIN_PSNR:.0f} dB of PyTorch fp32"
+    size = "" if lr_pixels is None else f" for {lr_pixels / 1e6:.2f} MP of input, start-up included"
+    return winner, f"fastest on this CPU{size}, within {MIN_PSNR:.0f} dB of PyTorch fp32"
 
 
 def _digest(source: ModelSource) -> str:
@@ -226,6 +254,7 @@ def _store(key: str, source: ModelSource, request: str, choice: Choice) -> None:
         "cpu": cpu_description(),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runtime": asdict(choice.runtime),
+        "probe": PROBE,
         "measured": [asdict(m) for m in choice.measured],
     }
     with contextlib.suppress(OSError):  # a read-only cache folder only means measuring again next time
@@ -282,7 +311,11 @@ def choose(
     if stored is not None:
         runtime = Runtime(**stored["runtime"])
         rows = [Measurement(**m) for m in stored.get("measured", [])]
-        choice = Choice(runtime, f"measured on {stored.get('when', '?')}", rows, cached=True)
+        why = f"measured on {stored.get('when', '?')}"
+        if lr_pixels is not None and any(r.accepted for r in rows):  # weigh start-up against this job's size
+            runtime, how = pick(rows, lr_pixels(), stored.get("probe", PROBE))
+            why = f"{how}; {why}"
+        choice = Choice(runtime, why, rows, cached=True)
         return choice, _open(source, runtime, threads) if runtime.backend != "torch" else open_model(source)
     torch_desc = open_model(source)
     if lr_pixels is not None and not force:
@@ -297,6 +330,9 @@ def choose(
     runtime, why = pick(rows)
     choice = Choice(runtime, why, rows)
     _store(key, source, request, choice)
+    if lr_pixels is not None:  # this job's own choice weighs start-up against its size
+        runtime, why = pick(rows, lr_pixels())
+        choice = Choice(runtime, why, rows)
     if request == "auto":  # the fp32 and bf16 requests' candidates were measured too: store their choices
         for sub in ("fp32", "bf16"):
             sub_rows = [r for r in rows if r.precision == sub]
@@ -308,15 +344,15 @@ def choose(
 def table(choice: Choice) -> list[str]:
     """The measurements as markdown rows, the chosen one marked."""
     lines = [
-        f"| runtime | s per {PROBE}x{PROBE} | PSNR vs PyTorch fp32 | used |",
-        "|---|---:|---:|---|",
+        f"| runtime | s per {PROBE}x{PROBE} | start-up s | PSNR vs PyTorch fp32 | used for large jobs |",
+        "|---|---:|---:|---:|---|",
     ]
     for m in choice.measured:
         if m.error:
-            lines.append(f"| {m.backend} {m.precision} | - | - | failed: {m.error} |")
+            lines.append(f"| {m.backend} {m.precision} | - | - | - | failed: {m.error} |")
             continue
         psnr = "identical" if m.psnr == math.inf else f"{m.psnr:.1f} dB"
         used = "**yes**" if (m.backend, m.precision) == (choice.runtime.backend, choice.runtime.precision) else ""
         used = used or ("" if m.accepted else f"no: under {MIN_PSNR:.0f} dB")
-        lines.append(f"| {m.backend} {m.precision} | {m.seconds:.3f} | {psnr} | {used} |")
+        lines.append(f"| {m.backend} {m.precision} | {m.seconds:.3f} | {m.start_seconds:.2f} | {psnr} | {used} |")
     return lines

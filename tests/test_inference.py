@@ -313,3 +313,32 @@ def test_cli_upscale_bad_options(
     assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--device", "cpu", *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_default_tile_is_sized_to_the_model() -> None:
+    from srkit.descriptor import describe
+    from srkit.inference import TILE, TILE_MEMORY, conv_bytes_per_lr_pixel, default_tile
+    from srkit.models import build_generator
+
+    # Compact: every conv at LR size; its largest is the last, 48 in, 48 (3 x 4 x 4) out, float32
+    compact = build_generator("compact").eval()
+    assert conv_bytes_per_lr_pixel(compact) == (48 + 48) * 4
+    assert default_tile(compact) == 1024  # the cap: sqrt(512 MiB / 384 B) = 1182
+    # RRDBNet-23: the x4 convs, 64 in and 64 out at 16 output pixels per LR pixel
+    rrdb = build_generator("rrdbnet").eval()
+    assert conv_bytes_per_lr_pixel(rrdb) == (64 + 64) * 16 * 4
+    assert default_tile(rrdb) == 256 == int((TILE_MEMORY / 8192) ** 0.5)
+    assert default_tile(build_generator("srresnet").eval()) == 320  # 5 KiB per LR pixel
+
+    class NoMeta(torch.nn.Module):  # a network that needs real tensors: the fixed default
+        scale = 2
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 12, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pixel_shuffle(self.conv(x), 2) + float(x.sum())
+
+    assert default_tile(describe(NoMeta())) == TILE
+    assert default_tile(build_generator("bicubic")) == TILE  # no conv: nothing to size by

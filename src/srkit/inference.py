@@ -35,6 +35,13 @@ TILE = 256
 # 2 px (overlap 8), ~0.5/255 at 4 px (16), ~0.06/255 at 6 px (24) and ~0.005/255 at 8 px (32). Overlap 32 keeps
 # 1/255 with a factor of ~100 to spare for deeper or better-trained models (tests/test_inference.py checks it).
 OVERLAP = 32
+# `srkit upscale`'s default tile is sized per model (default_tile): the largest square whose biggest conv input
+# plus output (float32, estimated from a shapes-only pass) fits TILE_MEMORY, within DEFAULT_TILE_RANGE. 512 MiB
+# gives paper-size RRDBNet 256 (its x4 convs hold 8 KiB per LR pixel), SRResNet 320 (5 KiB) and Compact 1024
+# (384 B: every conv at LR size), so a 512 px image is one Compact tile: tiles of a model that cheap run slower
+# than the whole image (measured 4.9 vs 7.6 output MP/s at 512 px, bf16, tile 256).
+TILE_MEMORY = 512 << 20
+DEFAULT_TILE_RANGE = (128, 1024)
 # Tiles per forward pass: 1 on the CPU, where a 256 tile already keeps every core busy and batching only adds
 # memory (4 paper-size SRResNet tiles would push a 2000x2000 upscale past 3 GB); 4 on GPUs, which need the work.
 TILES_PER_BATCH = {"cpu": 1, "other": 4}
@@ -184,6 +191,49 @@ def use_channels_last(model: nn.Module, device: torch.device) -> bool:
     # SRResNet 2.7x, RRDBNet 1.1x; bf16 (emulated without AVX512-BF16) 18x faster than NCHW bf16. Not measured
     # on CUDA, so left off there.
     return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def conv_bytes_per_lr_pixel(model: Upscaler) -> float | None:
+    """The largest conv input + output of a model, float32 bytes per LR input pixel, from a shapes-only pass on
+    PyTorch's meta device (nothing computed or allocated); None where that cannot be known (no conv, or a
+    network that does not run on the meta device)."""
+    import copy
+
+    from srkit.archs import GENERATORS
+
+    desc = describe(model)
+    source = desc.source
+    try:
+        if source is not None and source.arch in GENERATORS:
+            with torch.device("meta"):
+                net = GENERATORS[source.arch](**source.arch_kwargs)
+        elif desc.backend == "torch":
+            net = copy.deepcopy(desc.model).to("meta")
+        else:
+            return None
+        peak = 0
+
+        def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            nonlocal peak
+            peak = max(peak, inputs[0].numel() + output.numel())
+
+        hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+        with torch.inference_mode():
+            net.eval()(torch.empty(1, 3, 8, 8, device="meta"))
+        for h in hooks:
+            h.remove()
+    except Exception:  # a network that cannot run on meta tensors: the caller keeps its fixed default
+        return None
+    return peak * 4 / 64 if peak else None
+
+
+def default_tile(model: Upscaler) -> int:
+    """The LR tile side `srkit upscale` uses when --tile is not given: see TILE_MEMORY; TILE when unknown."""
+    per_pixel = conv_bytes_per_lr_pixel(model)
+    if per_pixel is None:
+        return TILE
+    low, high = DEFAULT_TILE_RANGE
+    return max(low, min(high, int(math.sqrt(TILE_MEMORY / per_pixel)) // 8 * 8))
 
 
 def default_batch_tiles(device: torch.device) -> int:

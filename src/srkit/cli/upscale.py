@@ -103,7 +103,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from srkit import fs
     from srkit.batch import merge_reports, upscale_files
     from srkit.device import pick_device
-    from srkit.inference import OVERLAP, TILE, TileOptions, check_precision, max_output_pixels
+    from srkit.inference import OVERLAP, TileOptions, check_precision, default_tile, max_output_pixels
     from srkit.models import default_model
     from srkit.shard import finish, from_env, gather
 
@@ -112,16 +112,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not str(args.output).strip():
         raise ValueError("-o/--output is empty: name the folder the results go to")
     device = pick_device(args.device)
-    tile = TILE if args.tile is None else args.tile
-    if tile < 0:
-        raise ValueError(f"--tile must be >= 0 (0 = whole image), got {tile}")
+    if args.tile is not None and args.tile < 0:
+        raise ValueError(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
     files = fs.list_images(args.inputs)
     if not files:
         kinds = ", ".join(sorted(fs.IMAGE_SUFFIXES))
         raise ValueError(f"nothing to upscale: no image files ({kinds}) in {', '.join(args.inputs)}")
-    limit = max_output_pixels(tiled=tile > 0, explicit=args.max_output_pixels)
+    limit = max_output_pixels(tiled=args.tile != 0, explicit=args.max_output_pixels)
     shard = from_env()  # under torchrun: this rank's share of the files; rank 0 reports for all
     model, chosen_dtype = _upscale_model(args, device, files, quiet=not shard.main)
+    tile = default_tile(model) if args.tile is None else args.tile
     face_model = None
     if args.faces or args.face_model:
         from srkit.descriptor import open_model
@@ -314,7 +314,13 @@ def _register_upscale(sub: Any) -> None:
         "within 45 dB of PyTorch fp32 (measured once, for jobs big enough to repay it, then remembered); torch; "
         "onnxruntime or openvino: an .onnx file, or the model exported to ONNX once and cached",
     )
-    p.add_argument("--tile", type=int, default=None, help="LR tile side in pixels, 0 = whole image (default 256)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="LR tile side in pixels, 0 = whole image (default: sized to the model, the largest whose conv "
+        "activations fit ~512 MiB: 256 for RRDBNet-23, 320 SRResNet, 1024 Compact)",
+    )
     p.add_argument("--tile-overlap", type=int, default=None, help="LR pixels shared by neighbouring tiles (default 32)")
     p.add_argument("--tile-batch", type=int, default=None, help="tiles per forward pass (default: 1 on CPU, 4 on GPU)")
     p.add_argument(

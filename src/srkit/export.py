@@ -306,6 +306,24 @@ def _run_session(session: Any, lq: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).float()
 
 
+def _probe_scale(net: nn.Module, path: Path) -> int:
+    """The factor of a foreign ONNX file without srkit metadata: run a 16x16 input and look."""
+    out = net(torch.zeros(1, 3, 16, 16))
+    scale = out.shape[-1] // 16
+    if scale < 1 or tuple(out.shape[-2:]) != (16 * scale, 16 * scale):
+        raise ValueError(f"{path}: output {tuple(out.shape)} for a 16x16 input is not an integer upscale")
+    return int(scale)
+
+
+def file_digest(path: str | Path, prefix: bytes = b"") -> str:
+    """sha256 of `prefix` then the file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256(prefix)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class OnnxGenerator(nn.Module):
     """An ONNX generator run by ONNX Runtime behind the nn.Module interface (.scale, (N,3,h,w) -> (N,3,sh,sw))."""
 
@@ -323,15 +341,7 @@ class OnnxGenerator(nn.Module):
             shapes = [i.shape for i in inputs]
             raise ValueError(f"{self.path}: expected one (N, 3, H, W) image input, got inputs of shapes {shapes}")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else self._probe_scale()
-
-    def _probe_scale(self) -> int:
-        """The factor of a foreign ONNX file without srkit metadata: run a 16x16 input and look."""
-        out = self.forward(torch.zeros(1, 3, 16, 16))
-        scale = out.shape[-1] // 16
-        if scale < 1 or tuple(out.shape[-2:]) != (16 * scale, 16 * scale):
-            raise ValueError(f"{self.path}: output {tuple(out.shape)} for a 16x16 input is not an integer upscale")
-        return int(scale)
+        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else _probe_scale(self, self.path)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         try:
@@ -381,14 +391,7 @@ class OpenVINOGenerator(nn.Module):
             self.compiled = core.compile_model(str(self.path), "CPU", config)
         except RuntimeError as err:  # OpenVINO's conversion and compile errors
             raise ValueError(f"{self.path}: OpenVINO cannot compile this ONNX model ({err})") from err
-        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else self._probe_scale()
-
-    def _probe_scale(self) -> int:
-        out = self.forward(torch.zeros(1, 3, 16, 16))
-        scale = out.shape[-1] // 16
-        if scale < 1 or tuple(out.shape[-2:]) != (16 * scale, 16 * scale):
-            raise ValueError(f"{self.path}: output {tuple(out.shape)} for a 16x16 input is not an integer upscale")
-        return int(scale)
+        self.scale = int(self.metadata["scale"]) if "scale" in self.metadata else _probe_scale(self, self.path)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         x = lq.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -418,12 +421,9 @@ def cached_onnx(name_or_path: str | Path, *, scale: int | None = None, cache_dir
     if source.kind == "onnx":
         assert source.path is not None
         return source.path
-    digest = hashlib.sha256(f"{torch.__version__}|{ONNX_OPSET}|{scale}".encode())
-    if source.path is not None:
-        with open(source.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    out = (cache_dir or onnx_cache_dir()) / f"{Path(source.spec).stem}-{digest.hexdigest()[:16]}.onnx"
+    prefix = f"{torch.__version__}|{ONNX_OPSET}|{scale}".encode()
+    digest = file_digest(source.path, prefix) if source.path is not None else hashlib.sha256(prefix).hexdigest()
+    out = (cache_dir or onnx_cache_dir()) / f"{Path(source.spec).stem}-{digest[:16]}.onnx"
     if not out.is_file():
         export_model(source.spec, out, format="onnx", scale=scale)
     return out

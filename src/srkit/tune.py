@@ -36,7 +36,7 @@ from torch import nn
 from srkit import fs
 from srkit.descriptor import Backend, ModelDescriptor, open_model
 from srkit.device import auto_precision, cpu_description, native_bf16
-from srkit.export import cache_root, cached_onnx
+from srkit.export import cache_root, cached_onnx, file_digest
 from srkit.inference import run_model, use_channels_last
 from srkit.models import ModelSource, resolve_model
 
@@ -213,15 +213,6 @@ def pick(rows: list[Measurement], lr_pixels: int | None = None, probe: int = PRO
     return winner, f"fastest on this CPU{size}, within {MIN_PSNR:.0f} dB of PyTorch fp32"
 
 
-def _digest(source: ModelSource) -> str:
-    h = hashlib.sha256()
-    if source.path is not None:
-        with open(source.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
 def cache_key(source: ModelSource, request: str, threads: int | None) -> str:
     """What a stored choice depends on: the weights, the request, the CPU, threads and the runtimes' versions."""
     from importlib.metadata import PackageNotFoundError, version
@@ -230,7 +221,13 @@ def cache_key(source: ModelSource, request: str, threads: int | None) -> str:
     for package in ("onnxruntime", "openvino"):
         with contextlib.suppress(PackageNotFoundError):
             versions.append(f"{package} {version(package)}")
-    parts = [_digest(source), request, cpu_description(), str(threads or torch.get_num_threads()), *versions]
+    parts = [
+        file_digest(source.path) if source.path else "",
+        request,
+        cpu_description(),
+        str(threads or torch.get_num_threads()),
+        *versions,
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 

@@ -317,16 +317,20 @@ def test_cli_upscale_bad_options(
 
 def test_default_tile_is_sized_to_the_model() -> None:
     from srkit.descriptor import describe
-    from srkit.inference import TILE, TILE_MEMORY, conv_bytes_per_lr_pixel, default_tile
+    from srkit.inference import TILE, TILE_MEMORY, conv_profile, default_tile
     from srkit.models import build_generator
 
     # Compact: every conv at LR size; its largest is the last, 48 in, 48 (3 x 4 x 4) out, float32
     compact = build_generator("compact").eval()
-    assert conv_bytes_per_lr_pixel(compact) == (48 + 48) * 4
+    profile = conv_profile(compact)
+    assert profile is not None and profile.peak_bytes_per_pixel == (48 + 48) * 4
+    # every conv 3x3 at LR size: 3->48, 16 x 48->48, 48->48; 2 FLOPs per multiply-add
+    assert profile.flop_per_pixel == 2 * 9 * (3 * 48 + 16 * 48 * 48 + 48 * 48)
     assert default_tile(compact) == 1024  # the cap: sqrt(512 MiB / 384 B) = 1182
     # RRDBNet-23: the x4 convs, 64 in and 64 out at 16 output pixels per LR pixel
     rrdb = build_generator("rrdbnet").eval()
-    assert conv_bytes_per_lr_pixel(rrdb) == (64 + 64) * 16 * 4
+    rrdb_profile = conv_profile(rrdb)
+    assert rrdb_profile is not None and rrdb_profile.peak_bytes_per_pixel == (64 + 64) * 16 * 4
     assert default_tile(rrdb) == 256 == int((TILE_MEMORY / 8192) ** 0.5)
     assert default_tile(build_generator("srresnet").eval()) == 320  # 5 KiB per LR pixel
 

@@ -197,8 +197,11 @@ def test_openvino_refuses_other_precisions(tmp_path: Path, capsys: pytest.Captur
         desc.check_precision(torch.bfloat16)
 
 
-def test_conv_flops_per_pixel_match_the_layer_arithmetic() -> None:
-    net = build_generator("compact", width=8, num_convs=2).eval()
-    # every conv at LR size: 3->8, 8->8 twice, 8->48 (3 x 4 x 4), each 3x3, 2 FLOPs per multiply-add
-    expected = 2 * 9 * (3 * 8 + 8 * 8 * 2 + 8 * 48)
-    assert tune.conv_flop_per_lr_pixel(net) == expected
+def test_a_damaged_or_foreign_record_is_measured_again(tmp_path: Path) -> None:
+    weights = _compact(tmp_path)
+    key = tune.cache_key(resolve_model(weights), "fp32", None)
+    tune.cache_file().parent.mkdir(parents=True, exist_ok=True)
+    tune.cache_file().write_text(json.dumps({key: {"runtime": {"backend": "openvino", "colour": "blue"}}}))
+    choice, _ = tune.choose(weights, request="fp32")
+    assert not choice.cached and choice.measured  # measured, and the record rewritten
+    assert json.loads(tune.cache_file().read_text())[key]["runtime"]["precision"] == "fp32"

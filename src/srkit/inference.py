@@ -193,16 +193,32 @@ def use_channels_last(model: nn.Module, device: torch.device) -> bool:
     return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def conv_bytes_per_lr_pixel(model: Upscaler) -> float | None:
-    """The largest conv input + output of a model, float32 bytes per LR input pixel, from a shapes-only pass on
-    PyTorch's meta device (nothing computed or allocated); None where that cannot be known (no conv, or a
-    network that does not run on the meta device)."""
+@dataclass(frozen=True)
+class ConvProfile:
+    """A model's convolutions per LR input pixel: FLOPs (2 x multiply-adds) and the largest conv input + output
+    in float32 bytes (what one tile's activations scale with)."""
+
+    flop_per_pixel: float
+    peak_bytes_per_pixel: float
+
+
+def conv_profile(model: Upscaler) -> ConvProfile | None:
+    """The model's ConvProfile from a shapes-only pass on PyTorch's meta device (nothing computed or allocated);
+    None where that cannot be known (no conv, or a network that does not run on meta tensors)."""
     import copy
 
     from srkit.archs import GENERATORS
 
     desc = describe(model)
     source = desc.source
+    flops, peak = 0, 0
+
+    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal flops, peak
+        assert isinstance(m, nn.Conv2d)
+        flops += 2 * output.numel() * m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+        peak = max(peak, inputs[0].numel() + output.numel())
+
     try:
         if source is not None and source.arch in GENERATORS:
             with torch.device("meta"):
@@ -211,29 +227,23 @@ def conv_bytes_per_lr_pixel(model: Upscaler) -> float | None:
             net = copy.deepcopy(desc.model).to("meta")
         else:
             return None
-        peak = 0
-
-        def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            nonlocal peak
-            peak = max(peak, inputs[0].numel() + output.numel())
-
         hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
         with torch.inference_mode():
             net.eval()(torch.empty(1, 3, 8, 8, device="meta"))
         for h in hooks:
             h.remove()
-    except Exception:  # a network that cannot run on meta tensors: the caller keeps its fixed default
+    except Exception:  # a network that cannot run on meta tensors: callers keep their fixed defaults
         return None
-    return peak * 4 / 64 if peak else None
+    return ConvProfile(flops / 64, peak * 4 / 64) if peak else None
 
 
 def default_tile(model: Upscaler) -> int:
     """The LR tile side `srkit upscale` uses when --tile is not given: see TILE_MEMORY; TILE when unknown."""
-    per_pixel = conv_bytes_per_lr_pixel(model)
-    if per_pixel is None:
+    profile = conv_profile(model)
+    if profile is None:
         return TILE
     low, high = DEFAULT_TILE_RANGE
-    return max(low, min(high, int(math.sqrt(TILE_MEMORY / per_pixel)) // 8 * 8))
+    return max(low, min(high, int(math.sqrt(TILE_MEMORY / profile.peak_bytes_per_pixel)) // 8 * 8))
 
 
 def default_batch_tiles(device: torch.device) -> int:

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from srkit import fs
 from srkit.descriptor import Backend, ModelDescriptor, open_model
 from srkit.device import auto_precision, cpu_description, native_bf16
 from srkit.export import cache_root, cached_onnx, file_digest
-from srkit.inference import run_model, use_channels_last
+from srkit.inference import conv_profile, run_model, use_channels_last
 from srkit.models import ModelSource, resolve_model
 
 MIN_PSNR = 45.0  # dB of agreement with PyTorch fp32 on the probe (an 8-bit rounding alone is ~59 dB)
@@ -258,28 +257,21 @@ def _store(key: str, source: ModelSource, request: str, choice: Choice) -> None:
         fs.atomic_write(cache_file(), json.dumps(data, indent=1).encode())
 
 
-def conv_flop_per_lr_pixel(model: nn.Module) -> float:
-    """Convolution FLOPs (2 x multiply-adds) of one LR input pixel, counted with forward hooks on an 8x8 input
-    (torch's FlopCounterMode would import torch._dynamo: 2 s of start-up for every upscale)."""
-    total = 0
-
-    def count(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(module, nn.Conv2d)
-        total += (
-            2 * output.numel() * module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        )
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    param = next(model.parameters(), None)
-    x = torch.rand(1, 3, 8, 8, dtype=param.dtype if param is not None else torch.float64)
+def _stored_choice(record: Any, lr_pixels: Callable[[], int] | None) -> Choice | None:
+    """A stored record as a Choice (re-weighed for this job's size when rows and `lr_pixels` are there); None when
+    there is none, or it is from another srkit version or damaged (then it is measured again)."""
+    if not isinstance(record, dict):
+        return None
     try:
-        with torch.inference_mode():
-            model(x.to(param.device if param is not None else "cpu"))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total / 64
+        runtime = Runtime(**record["runtime"])
+        rows = [Measurement(**m) for m in record.get("measured", [])]
+    except (TypeError, KeyError, AttributeError):
+        return None
+    why = f"measured on {record.get('when', '?')}"
+    if lr_pixels is not None and any(r.accepted for r in rows):  # weigh start-up against this job's size
+        runtime, how = pick(rows, lr_pixels(), record.get("probe", PROBE))
+        why = f"{how}; {why}"
+    return Choice(runtime, why, rows, cached=True)
 
 
 def choose(
@@ -304,19 +296,14 @@ def choose(
         why = "bicubic runs in PyTorch" if source.kind == "bicubic" else "PyTorch on this device"
         return Choice(default, why), open_model(source, device=device)
     key = cache_key(source, request, threads)
-    stored = None if force else _read_cache().get(key)
+    stored = None if force else _stored_choice(_read_cache().get(key), lr_pixels)
     if stored is not None:
-        runtime = Runtime(**stored["runtime"])
-        rows = [Measurement(**m) for m in stored.get("measured", [])]
-        why = f"measured on {stored.get('when', '?')}"
-        if lr_pixels is not None and any(r.accepted for r in rows):  # weigh start-up against this job's size
-            runtime, how = pick(rows, lr_pixels(), stored.get("probe", PROBE))
-            why = f"{how}; {why}"
-        choice = Choice(runtime, why, rows, cached=True)
-        return choice, _open(source, runtime, threads) if runtime.backend != "torch" else open_model(source)
+        runtime = stored.runtime
+        return stored, _open(source, runtime, threads) if runtime.backend != "torch" else open_model(source)
     torch_desc = open_model(source)
     if lr_pixels is not None and not force:
-        work = conv_flop_per_lr_pixel(torch_desc.model) * lr_pixels()
+        profile = conv_profile(torch_desc)
+        work = 0.0 if profile is None else profile.flop_per_pixel * lr_pixels()  # unknown: not measured
         if work < TUNE_MIN_FLOP:
             why = f"not measured: {work / 1e12:.2f} TFLOP of work, under the {TUNE_MIN_FLOP / 1e12:.0f} that repay it"
             return Choice(default, why), torch_desc

@@ -185,7 +185,7 @@ def open_model(
     source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, scale=scale)
     device = torch.device(device)
     if backend in ONNX_BACKENDS:
-        path = source.path if source.kind == "onnx" else cached_onnx(source.spec, scale=source.scale)
+        path = source.path if source.kind == "onnx" else cached_onnx(source)
         assert path is not None
         if backend == "openvino":
             if device.type != "cpu":

@@ -197,7 +197,7 @@ def _jit_deprecation_silenced() -> Iterator[None]:
 
 
 def export_model(
-    name_or_path: str | Path,
+    name_or_path: str | Path | ModelSource,
     out: str | Path,
     *,
     format: str | None = None,
@@ -213,7 +213,7 @@ def export_model(
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if half and fmt != "onnx":
         raise ValueError(f"--half is for ONNX exports (float16 graphs), not {fmt}")
-    source = resolve_model(name_or_path, scale=scale)
+    source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, scale=scale)
     meta = describe_model(source) | ({"precision": "fp16"} if half else {})
     model = load_source(source, device="cpu")
     community = source.kind == "community"
@@ -413,17 +413,19 @@ def cache_root() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "srkit"
 
 
-def cached_onnx(name_or_path: str | Path, *, scale: int | None = None, cache_dir: Path | None = None) -> Path:
+def cached_onnx(
+    name_or_path: str | Path | ModelSource, *, scale: int | None = None, cache_dir: Path | None = None
+) -> Path:
     """The ONNX export of a model, made once and reused: keyed by the weights' bytes, torch version and opset.
 
-    An .onnx file is its own export."""
-    source = resolve_model(name_or_path, scale=scale)
+    An .onnx file is its own export. A resolved ModelSource is used as is (not resolved again)."""
+    source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, scale=scale)
     if source.kind == "onnx":
         assert source.path is not None
         return source.path
-    prefix = f"{torch.__version__}|{ONNX_OPSET}|{scale}".encode()
+    prefix = f"{torch.__version__}|{ONNX_OPSET}|{source.scale}".encode()
     digest = file_digest(source.path, prefix) if source.path is not None else hashlib.sha256(prefix).hexdigest()
     out = (cache_dir or onnx_cache_dir()) / f"{Path(source.spec).stem}-{digest[:16]}.onnx"
     if not out.is_file():
-        export_model(source.spec, out, format="onnx", scale=scale)
+        export_model(source, out, format="onnx")
     return out

@@ -161,7 +161,7 @@ def measure(
                 desc, row.start_seconds = reference, ref_start
                 row.seconds, out = (ref_s, ref) if runtime.precision == "fp32" else _timed(desc, x, runtime)
             else:
-                cached_onnx(source.spec, scale=source.scale)  # the export is made once per weights: not timed
+                cached_onnx(source)  # the export is made once per weights: not timed
                 t0 = time.perf_counter()
                 desc = _open(source, runtime, threads)
                 row.start_seconds = time.perf_counter() - t0 + _import_seconds(runtime.backend)

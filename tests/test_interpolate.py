@@ -145,3 +145,13 @@ def test_cli_chooses_alpha_on_validation_images(
     assert len(rows) == 3 and sum("(chosen)" in r for r in rows) == 1
     chosen = float(next(r for r in rows if "(chosen)" in r).split()[1])
     assert read_metadata(out)["alpha"] == repr(chosen)
+
+
+def test_shipped_names_blend_like_their_files(tmp_path: Path) -> None:
+    from srkit.models import shipped_models
+
+    files = shipped_models()
+    by_name = interpolate_weights("srresnet", "srgan", 0.5, tmp_path / "names.safetensors")
+    by_path = interpolate_weights(files["srresnet"], files["srgan"], 0.5, tmp_path / "paths.safetensors")
+    named, pathed = load_file(str(by_name)), load_file(str(by_path))
+    assert named.keys() == pathed.keys() and all(torch.equal(named[k], pathed[k]) for k in named)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from srkit.descriptor import open_model
 from srkit.evaluate import EvalImage, evaluate_images, folder_images, summarize
 from srkit.metrics import LPIPS
-from srkit.models import build_generator, read_metadata, save_weights
+from srkit.models import build_generator, read_metadata, save_weights, shipped_models
 
 
 def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
@@ -43,8 +43,10 @@ def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
 
 
 def blend(a: Path, b: Path, alpha: float) -> tuple[torch.nn.Module, str, dict[str, Any]]:
-    """The blended network (eval mode, CPU), its arch and arch_kwargs; see interpolate_weights."""
-    a, b = Path(a), Path(b)
+    """The blended network (eval mode, CPU), its arch and arch_kwargs; see interpolate_weights. A and B are
+    .safetensors files or shipped models' names."""
+    shipped = shipped_models()
+    a, b = (shipped.get(str(p), Path(p)) for p in (a, b))
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (0 = A, the PSNR model; 1 = B, the GAN model), got {alpha}")
     for path in (a, b):

@@ -140,21 +140,23 @@ def _native_kwargs(arch: str, state: dict[str, torch.Tensor], found: Any) -> dic
     return {"width": first.shape[0], "num_blocks": len(blocks), "growth": trunk.shape[0], "scale": int(found.scale)}
 
 
-def native_equivalent(state: dict[str, torch.Tensor], found: Any) -> tuple[str, dict[str, Any], nn.Module] | None:
-    """(arch, arch_kwargs, srkit module with the tensors loaded) when the file is exactly one of srkit's networks
-    (a strict load: every key and shape), else None. `found` is spandrel's descriptor of the same tensors."""
+def native_equivalent(state: dict[str, torch.Tensor], found: Any) -> tuple[str, dict[str, Any]] | None:
+    """(arch, arch_kwargs) when the file is exactly one of srkit's networks (a strict load: every key and shape),
+    else None. `found` is spandrel's descriptor of the same tensors. Checked on the meta device: no network is
+    built or initialised for real (models.with_tensors loads it later)."""
     from srkit.archs import GENERATORS
 
     arch = NATIVE_ARCHS.get(str(found.architecture.id))
     kwargs = None if arch is None else _native_kwargs(arch, state, found)
     if arch is None or kwargs is None:
         return None
-    net = GENERATORS[arch](**kwargs)
+    with torch.device("meta"):
+        net = GENERATORS[arch](**kwargs)
     try:
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError:  # a key or shape srkit's module does not have: spandrel's module runs the file
         return None
-    return arch, kwargs, net.eval()
+    return arch, kwargs
 
 
 def load_community(path: str | Path) -> Any:

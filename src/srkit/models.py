@@ -314,7 +314,7 @@ def _community_source(name: str, path: Path, scale: int | None) -> ModelSource:
         )
     meta = {"community_arch": community_arch, "source_format": path.suffix.lower().lstrip(".")}
     native = native_equivalent(state, found)
-    arch, kwargs = (community_arch, {"scale": own}) if native is None else native[:2]
+    arch, kwargs = (community_arch, {"scale": own}) if native is None else native
     return ModelSource(name, "community", path, arch, kwargs, meta | {"arch": arch}, own)
 
 

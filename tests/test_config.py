@@ -335,3 +335,18 @@ def test_accumulate_is_at_most_the_batch() -> None:
     assert load_config(None, ["train.accumulate=4", "data.batch_size=16"]).train.accumulate == 4
     with pytest.raises(ValueError, match="more micro-batches than it has images"):
         load_config(None, ["train.accumulate=32", "data.batch_size=16"])
+
+
+def test_perceptual_layers_are_checked_against_the_arch() -> None:
+    from srkit.config import LossConfig
+
+    ok = LossConfig(perceptual_weight=1.0, perceptual_arch="vgg16", perceptual_layers={"conv1_2": 0.1, "conv5_3": 1})
+    assert ok.perceptual_layers == {"conv1_2": 0.1, "conv5_3": 1.0}
+    with pytest.raises(ValueError, match=r"conv5_4.*not a vgg16 layer"):
+        LossConfig(perceptual_arch="vgg16", perceptual_layers={"conv5_4": 1.0})
+    with pytest.raises(ValueError, match="both set"):
+        LossConfig(perceptual_layer="conv5_4", perceptual_layers={"conv5_4": 1.0})
+    with pytest.raises(ValueError, match="weight >= 0"):
+        LossConfig(perceptual_layers={"conv5_4": -1.0})
+    with pytest.raises(ValueError, match="empty"):
+        LossConfig(perceptual_layers={})

@@ -127,6 +127,8 @@ class LossConfig(_Section):
     perceptual_arch: Literal["vgg16", "vgg19"] = "vgg19"
     # default: the arch's last ReLU (relu5_4 / relu5_3); "convX_Y" cuts before that conv's ReLU (ESRGAN's conv5_4)
     perceptual_layer: str | None = None
+    # several layers with a weight each instead (Real-ESRGAN: conv1_2 0.1, conv2_2 0.1, conv3_4/4_4/5_4 1.0)
+    perceptual_layers: dict[str, float] | None = None
     perceptual_criterion: Literal["mse", "l1"] = "mse"
     adversarial: Literal["vanilla", "lsgan", "ragan"] = "vanilla"
     adversarial_weight: float = Field(default=0.0, ge=0)
@@ -135,15 +137,30 @@ class LossConfig(_Section):
 
     @model_validator(mode="after")
     def _known_layer(self) -> LossConfig:
-        if self.perceptual_layer is not None:
-            from srkit.archs.vgg import layer_names
+        from srkit.archs.vgg import layer_names
 
-            names = layer_names(self.perceptual_arch)
-            if self.perceptual_layer not in names:
+        names = layer_names(self.perceptual_arch)
+        if self.perceptual_layer is not None and self.perceptual_layer not in names:
+            raise ValueError(
+                f"loss.perceptual_layer {self.perceptual_layer!r} is not a {self.perceptual_arch} layer; "
+                f"expected one of {', '.join(names)}"
+            )
+        if self.perceptual_layers is not None:
+            if self.perceptual_layer is not None:
                 raise ValueError(
-                    f"loss.perceptual_layer {self.perceptual_layer!r} is not a {self.perceptual_arch} layer; "
-                    f"expected one of {', '.join(names)}"
+                    "loss.perceptual_layer and loss.perceptual_layers are both set: give one layer, or several "
+                    "with a weight each"
                 )
+            if not self.perceptual_layers:
+                raise ValueError("loss.perceptual_layers is empty: expected {layer: weight, ...} or null")
+            for name, weight in self.perceptual_layers.items():
+                if name not in names:
+                    raise ValueError(
+                        f"loss.perceptual_layers has {name!r}, not a {self.perceptual_arch} layer; "
+                        f"expected names from {', '.join(names)}"
+                    )
+                if weight < 0:
+                    raise ValueError(f"loss.perceptual_layers[{name!r}] is {weight}: expected a weight >= 0")
         return self
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkit.archs.vgg import VGGFeatures
+from srkit.archs.vgg import VGGFeatures, layer_names
 
 AdversarialFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -29,25 +29,48 @@ def pixel_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
 
 class PerceptualLoss(nn.Module):
-    """Distance between VGG features of SR and HR (SRGAN: MSE after ReLU; ESRGAN: L1 before ReLU)."""
+    """Distance between VGG features of SR and HR (SRGAN: MSE after ReLU; ESRGAN: L1 before ReLU).
+
+    One layer (`layer`), or several with a weight each (`layers`, Real-ESRGAN's form: {"conv1_2": 0.1,
+    "conv2_2": 0.1, "conv3_4": 1, "conv4_4": 1, "conv5_4": 1}); the loss is then sum(w_i * d(phi_i(SR), phi_i(HR))),
+    each distance a mean over its own feature map, from one pass through the trunk.
+    """
 
     def __init__(
         self,
         *,
         arch: str = "vgg19",
         layer: str | None = None,
+        layers: dict[str, float] | None = None,
         criterion: str = "mse",
         weights: str | Path | None = "imagenet",
         data_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        if layers is not None and layer is not None:
+            raise ValueError("give the perceptual loss one `layer` or weighted `layers`, not both")
+        self.layers = dict(layers) if layers else None
+        if self.layers is not None:
+            known = layer_names(arch)
+            unknown = [name for name in self.layers if name not in known]
+            if unknown:
+                raise ValueError(f"perceptual layers {unknown} are not {arch} layers; expected names from {known}")
+            layer = max(self.layers, key=known.index)  # cut after the deepest tap
         self.vgg = VGGFeatures(arch=arch, layer=layer, weights=weights, data_dir=data_dir)
         self.criterion = pixel_loss(criterion)
 
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # the target's features need no graph
-            target = self.vgg(gt)
-        return self.criterion(self.vgg(sr), target)
+        if self.layers is None:
+            with torch.no_grad():  # the target's features need no graph
+                target = self.vgg(gt)
+            return self.criterion(self.vgg(sr), target)
+        names = list(self.layers)
+        with torch.no_grad():
+            targets = self.vgg.taps(gt, names)
+        total = torch.zeros((), device=sr.device)
+        for name, feat, target in zip(names, self.vgg.taps(sr, names), targets, strict=True):
+            total = total + self.layers[name] * self.criterion(feat.float(), target.float())
+        return total
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:

@@ -121,3 +121,34 @@ def test_artifact_loss_is_zero_where_the_ema_is_worse_and_passes_gradients() -> 
     loss = artifact_loss(sr, gt.clone(), gt)  # the EMA copy is perfect: every irregular residual is an artifact
     loss.backward()
     assert float(loss) > 0 and sr.grad is not None and float(sr.grad.abs().sum()) > 0
+
+
+def test_multi_layer_perceptual_loss_is_the_weighted_sum_of_single_layer_losses() -> None:
+    """Weighted layers (Real-ESRGAN's form) == sum of w_i * the one-layer loss at each tap, from one trunk."""
+    from srkit.losses import PerceptualLoss
+
+    torch.manual_seed(0)
+    weights = {"conv1_2": 0.1, "relu2_2": 0.5, "conv3_3": 2.0}
+    multi = PerceptualLoss(arch="vgg16", layers=weights, criterion="l1", weights=None)
+    assert multi.vgg.layer == "conv3_3"  # cut after the deepest tap, whatever the dict's order
+    sr = torch.rand(2, 3, 32, 32, requires_grad=True)
+    gt = torch.rand(2, 3, 32, 32)
+    expected = 0.0
+    for name, w in weights.items():
+        single = PerceptualLoss(arch="vgg16", layer=name, criterion="l1", weights=None)
+        single.vgg.load_state_dict(multi.vgg.state_dict(), strict=False)  # same (random) trunk up to `name`
+        expected += w * single(sr, gt).item()
+    value = multi(sr, gt)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    assert sr.grad is not None and sr.grad.abs().sum() > 0  # gradients reach the image, not the frozen VGG
+    assert all(p.grad is None for p in multi.vgg.parameters())
+
+
+def test_multi_layer_perceptual_loss_refuses_unknown_or_doubled_layers() -> None:
+    from srkit.losses import PerceptualLoss
+
+    with pytest.raises(ValueError, match="conv5_4"):
+        PerceptualLoss(arch="vgg16", layers={"conv5_4": 1.0}, weights=None)  # a vgg19 name
+    with pytest.raises(ValueError, match="not both"):
+        PerceptualLoss(arch="vgg16", layer="conv5_3", layers={"conv5_3": 1.0}, weights=None)

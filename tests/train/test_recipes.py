@@ -39,6 +39,7 @@ NEW_RECIPES = (
     "srgan_ra_x4",
     "srgan_unet_ldl_x4",
     "compact_x4",
+    "srgan_percep_x4",
 )
 
 
@@ -96,7 +97,11 @@ def _recipe(name: str, out_dir: Path, images: dict[str, Path], data_dir: Path | 
         assert data_dir is not None, name
         kind = "conv" if (recipe.loss.perceptual_layer or "relu").startswith("conv") else "relu"
         overrides.update({"data_dir": str(data_dir), "loss.perceptual_arch": "vgg16"})
-        overrides["loss.perceptual_layer"] = f"{kind}2_2"
+        if recipe.loss.perceptual_layers:  # several weighted taps: two shallow ones, the recipe's first weight
+            first = next(iter(recipe.loss.perceptual_layers.values()))
+            overrides["loss.perceptual_layers"] = {"conv1_2": first, "conv2_2": 1.0}
+        else:
+            overrides["loss.perceptual_layer"] = f"{kind}2_2"
     overrides.update({k.replace("__", "."): v for k, v in extra.items()})
     return load_config(CONFIGS / f"{name}.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
@@ -163,7 +168,7 @@ def test_esrgan_recipe_trains_from_the_psnr_run(esrgan_run: Path, rrdb_psnr_run:
 @pytest.mark.parametrize("name", [r for r in NEW_RECIPES if not r.startswith(("rrdb_psnr", "esrgan"))])
 def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_dir: Path, name: str) -> None:
     extra: dict[str, Any] = {}
-    if name in ("srgan_lsgan_x4", "srgan_ra_x4", "srgan_unet_ldl_x4"):
+    if name in ("srgan_lsgan_x4", "srgan_ra_x4", "srgan_unet_ldl_x4", "srgan_percep_x4"):
         # stage 2: start from (tiny, untrained) stage-1 weights, as the recipe does
         kwargs = {"scale": 4, **TINY_G["srresnet"]}
         init = save_weights(SRResNet(**kwargs), tmp_path / "init.safetensors", arch="srresnet", arch_kwargs=kwargs)
@@ -302,6 +307,21 @@ PUBLISHED: dict[str, Published] = {
             "model.arch": "srresnet",
             "model.args": {"width": 64, "num_blocks": 16},
             **ESRGAN_LOSS,
+        },
+    ),
+    "srgan_percep_x4": Published(
+        "Real-ESRGAN sec. 4.1 (L1 1.0, perceptual 1.0 as L1 on VGG19 conv1_2/2_2/3_4/4_4/5_4 before activation "
+        "weighted 0.1/0.1/1/1/1) with ESRGAN's relativistic GAN (weight 0.005) on SRResNet-16 from stage 1",
+        {
+            "model.arch": "srresnet",
+            "model.init_from": "srresnet",
+            "loss.pixel": "l1",
+            "loss.pixel_weight": 1.0,
+            "loss.perceptual_weight": 1.0,
+            "loss.perceptual_criterion": "l1",
+            "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+            "loss.adversarial": "ragan",
+            "loss.adversarial_weight": 0.005,
         },
     ),
     "srgan_unet_ldl_x4": Published(

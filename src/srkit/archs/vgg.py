@@ -115,3 +115,21 @@ class VGGFeatures(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         # (N, 3, H, W) in [0, 1] -> (N, C_layer, H / 2^pools, W / 2^pools)
         return self.features((img - self.mean) / self.std)
+
+    def taps(self, img: torch.Tensor, layers: list[str]) -> list[torch.Tensor]:
+        """The features at each of `layers` (names as in `layer_names`, none deeper than the cut), in that order.
+
+        One pass through the trunk: each tap is the output of its module, so "conv3_3" is before its ReLU.
+        """
+        names = layer_names(self.arch)
+        where = {names.index(name): name for name in layers}
+        if max(where) >= len(self.features):
+            raise ValueError(f"VGG taps {layers} go deeper than this extractor's cut at {self.layer}")
+        found: dict[str, torch.Tensor] = {}
+        x = (img - self.mean) / self.std
+        for index, module in enumerate(self.features[: max(where) + 1]):
+            # torchvision's ReLUs are in-place: they would overwrite a conv tap taken just before them
+            x = torch.relu(x) if isinstance(module, nn.ReLU) else module(x)
+            if index in where:
+                found[where[index]] = x
+        return [found[name] for name in layers]

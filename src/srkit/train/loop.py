@@ -375,6 +375,7 @@ def _objective(
         percep = PerceptualLoss(
             arch=loss.perceptual_arch,
             layer=loss.perceptual_layer,
+            layers=loss.perceptual_layers,
             criterion=loss.perceptual_criterion,
             data_dir=data_dir,
         ).to(device)

@@ -9,7 +9,8 @@
 #
 # Rungs: autoencoder (MSE), vanilla_gan (adversarial loss only, from scratch), srgan6 (SRResNet-6: 1/3 of the
 # budget as its L1 stage 1, then SRGAN's losses), esrgan (the largest RRDBNet that fits the budget on a CPU:
-# 32 wide, 6 blocks, growth 16; 1/3 L1 stage, then ESRGAN's loss). SRGAN-16 is the shipped srgan.
+# 32 wide, 6 blocks, growth 32 as spandrel reads ESRGAN .pth files; 1/3 L1 stage, then ESRGAN's loss).
+# SRGAN-16 is the shipped srgan.
 set -euo pipefail
 OUT="${OUT:-$HOME/srkit-runs}"
 STEPS="${STEPS:-3000}"
@@ -51,7 +52,7 @@ for rung in $RUNGS; do
       run ladder_srgan6 configs/srgan_small_x4.yaml "${OFFLINE_VGG[@]}" --loss.perceptual_layer=relu5_3 \
         --model.init_from="$OUT/ladder_srresnet6/checkpoints/best_psnr.safetensors" --train.steps="$STAGE2" ;;
     esrgan)
-      RRDB="--model.args={width: 32, num_blocks: 6, growth: 16}"
+      RRDB="--model.args={width: 32, num_blocks: 6, growth: 32}"
       run ladder_rrdb_psnr configs/rrdb_psnr_x4.yaml "$RRDB" --data.gt_size=128 --train.steps="$STAGE1" \
         --optim.milestones=[] --train.ema_decay=0.999
       run ladder_esrgan configs/esrgan_x4.yaml "$RRDB" "${OFFLINE_VGG[@]}" --loss.perceptual_layer=conv5_3 \

@@ -130,6 +130,8 @@ class LossConfig(_Section):
     # several layers with a weight each instead (Real-ESRGAN: conv1_2 0.1, conv2_2 0.1, conv3_4/4_4/5_4 1.0)
     perceptual_layers: dict[str, float] | None = None
     perceptual_criterion: Literal["mse", "l1"] = "mse"
+    # unit-length feature vectors over the channels before the distance (the LPIPS paper's unlearned baseline)
+    perceptual_normalize: bool = False
     adversarial: Literal["vanilla", "lsgan", "ragan"] = "vanilla"
     adversarial_weight: float = Field(default=0.0, ge=0)
     # LDL (Liang et al. 2022): L1 on the pixels where G makes artifacts its EMA copy does not; the paper uses 1.0

@@ -34,6 +34,11 @@ class PerceptualLoss(nn.Module):
     One layer (`layer`), or several with a weight each (`layers`, Real-ESRGAN's form: {"conv1_2": 0.1,
     "conv2_2": 0.1, "conv3_4": 1, "conv4_4": 1, "conv5_4": 1}); the loss is then sum(w_i * d(phi_i(SR), phi_i(HR))),
     each distance a mean over its own feature map, from one pass through the trunk.
+
+    `normalize`: each position's feature vector is scaled to unit length over the channels before the distance,
+    which is then summed over the channels and averaged over the positions (Zhang et al. 2018, the unlearned
+    "baseline" deep-feature distance of the LPIPS paper: every channel weighted 1, no learned heads). It measures
+    which features are present rather than how strongly, so blur costs as much in flat regions as at edges.
     """
 
     def __init__(
@@ -43,10 +48,12 @@ class PerceptualLoss(nn.Module):
         layer: str | None = None,
         layers: dict[str, float] | None = None,
         criterion: str = "mse",
+        normalize: bool = False,
         weights: str | Path | None = "imagenet",
         data_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        self.normalize = normalize
         if layers is not None and layer is not None:
             raise ValueError("give the perceptual loss one `layer` or weighted `layers`, not both")
         self.layers = dict(layers) if layers else None
@@ -59,17 +66,26 @@ class PerceptualLoss(nn.Module):
         self.vgg = VGGFeatures(arch=arch, layer=layer, weights=weights, data_dir=data_dir)
         self.criterion = pixel_loss(criterion)
 
+    def _distance(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        feat, target = feat.float(), target.float()
+        if not self.normalize:
+            return self.criterion(feat, target)
+        # (N, C, h, w): unit vectors over C (eps as LPIPS: a dead position stays ~0, not NaN), summed over C
+        feat = feat / (feat.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+        target = target / (target.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+        return self.criterion(feat, target) * feat.shape[1]
+
     def forward(self, sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         if self.layers is None:
             with torch.no_grad():  # the target's features need no graph
                 target = self.vgg(gt)
-            return self.criterion(self.vgg(sr), target)
+            return self._distance(self.vgg(sr), target)
         names = list(self.layers)
         with torch.no_grad():
             targets = self.vgg.taps(gt, names)
         total = torch.zeros((), device=sr.device)
         for name, feat, target in zip(names, self.vgg.taps(sr, names), targets, strict=True):
-            total = total + self.layers[name] * self.criterion(feat.float(), target.float())
+            total = total + self.layers[name] * self._distance(feat, target)
         return total
 
 

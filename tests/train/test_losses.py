@@ -152,3 +152,27 @@ def test_multi_layer_perceptual_loss_refuses_unknown_or_doubled_layers() -> None
         PerceptualLoss(arch="vgg16", layers={"conv5_4": 1.0}, weights=None)  # a vgg19 name
     with pytest.raises(ValueError, match="not both"):
         PerceptualLoss(arch="vgg16", layer="conv5_3", layers={"conv5_3": 1.0}, weights=None)
+
+
+def test_normalized_perceptual_distance_matches_its_definition_and_ignores_feature_scale() -> None:
+    """normalize: mean over positions of ||f/|f| - g/|g|||^2 over channels, by hand; scaling a feature map is free."""
+    from srkit.losses import PerceptualLoss
+
+    torch.manual_seed(1)
+    loss = PerceptualLoss(arch="vgg16", layers={"relu1_2": 1.0, "relu2_2": 0.5}, normalize=True, weights=None)
+    sr, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    expected = 0.0
+    for (name, w), f, g in zip(
+        loss.layers.items(), loss.vgg.taps(sr, list(loss.layers)), loss.vgg.taps(gt, list(loss.layers)), strict=True
+    ):
+        fa = f.double().numpy()
+        ga = g.double().numpy()
+        fa = fa / (np.sqrt((fa**2).sum(axis=1, keepdims=True)) + 1e-10)
+        ga = ga / (np.sqrt((ga**2).sum(axis=1, keepdims=True)) + 1e-10)
+        expected += w * float(((fa - ga) ** 2).sum(axis=1).mean())
+    assert loss(sr, gt).item() == pytest.approx(expected, rel=1e-4)
+    assert 0 < expected < 4 * 1.5  # each term is 2 - 2 cos, at most 4
+    # unit vectors: the distance of a feature map to twice itself is 0 (the raw L2 one is not)
+    f = loss.vgg.taps(sr, ["relu1_2"])[0]
+    assert loss._distance(f, 2 * f).item() == pytest.approx(0.0, abs=1e-6)
+    assert PerceptualLoss(arch="vgg16", layer="relu1_2", weights=None)._distance(f, 2 * f).item() > 0

@@ -40,6 +40,7 @@ NEW_RECIPES = (
     "srgan_unet_ldl_x4",
     "compact_x4",
     "srgan_percep_x4",
+    "srgan_normfeat_x4",
 )
 
 
@@ -168,7 +169,7 @@ def test_esrgan_recipe_trains_from_the_psnr_run(esrgan_run: Path, rrdb_psnr_run:
 @pytest.mark.parametrize("name", [r for r in NEW_RECIPES if not r.startswith(("rrdb_psnr", "esrgan"))])
 def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_dir: Path, name: str) -> None:
     extra: dict[str, Any] = {}
-    if name in ("srgan_lsgan_x4", "srgan_ra_x4", "srgan_unet_ldl_x4", "srgan_percep_x4"):
+    if name in ("srgan_lsgan_x4", "srgan_ra_x4", "srgan_unet_ldl_x4", "srgan_percep_x4", "srgan_normfeat_x4"):
         # stage 2: start from (tiny, untrained) stage-1 weights, as the recipe does
         kwargs = {"scale": 4, **TINY_G["srresnet"]}
         init = save_weights(SRResNet(**kwargs), tmp_path / "init.safetensors", arch="srresnet", arch_kwargs=kwargs)
@@ -320,6 +321,20 @@ PUBLISHED: dict[str, Published] = {
             "loss.perceptual_weight": 1.0,
             "loss.perceptual_criterion": "l1",
             "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+            "loss.adversarial": "ragan",
+            "loss.adversarial_weight": 0.005,
+        },
+    ),
+    "srgan_normfeat_x4": Published(
+        "Zhang et al. 2018 (LPIPS paper) sec. 3: the unlearned deep-feature distance, unit-normalised over channels, "
+        "squared L2, averaged over space, summed over VGG relu1_2..relu5_x with weight 1; ESRGAN's RaGAN at 0.005",
+        {
+            "model.arch": "srresnet",
+            "loss.pixel_weight": 1.0,
+            "loss.perceptual_weight": 1.0,
+            "loss.perceptual_criterion": "mse",
+            "loss.perceptual_normalize": True,
+            "loss.perceptual_layers": {f"relu{i}": 1.0 for i in ("1_2", "2_2", "3_4", "4_4", "5_4")},
             "loss.adversarial": "ragan",
             "loss.adversarial_weight": 0.005,
         },

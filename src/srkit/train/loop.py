@@ -377,6 +377,7 @@ def _objective(
             layer=loss.perceptual_layer,
             layers=loss.perceptual_layers,
             criterion=loss.perceptual_criterion,
+            normalize=loss.perceptual_normalize,
             data_dir=data_dir,
         ).to(device)
     objective = Objective(

@@ -162,7 +162,7 @@ def test_normalized_perceptual_distance_matches_its_definition_and_ignores_featu
     loss = PerceptualLoss(arch="vgg16", layers={"relu1_2": 1.0, "relu2_2": 0.5}, normalize=True, weights=None)
     sr, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     expected = 0.0
-    for (name, w), f, g in zip(
+    for (_name, w), f, g in zip(
         loss.layers.items(), loss.vgg.taps(sr, list(loss.layers)), loss.vgg.taps(gt, list(loss.layers)), strict=True
     ):
         fa = f.double().numpy()

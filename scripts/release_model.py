@@ -24,9 +24,10 @@ import safetensors.torch
 import torch
 import yaml
 
+from srkit.compare import compare_models, markdown, parse_models
 from srkit.device import pick_device
-from srkit.evaluate import BENCHMARK_SETS, SetSummary, evaluate_sets, resolve_set
-from srkit.metrics import LPIPS, PROTOCOL
+from srkit.evaluate import BENCHMARK_SETS, resolve_set
+from srkit.metrics import LPIPS
 from srkit.models import SHIPPED_DIR, load_model, read_metadata, save_weights
 
 TRAINING_DATA = (
@@ -70,14 +71,13 @@ def _strings(value: object) -> list[str]:
     return []
 
 
-def evaluate(
-    model_name: str, lpips_model: LPIPS, device: torch.device, sets: list[tuple[str, Path]]
-) -> dict[str, SetSummary]:
-    model = load_model(model_name, device=device)
-    result = evaluate_sets(model, sets, scale=4, device=device, lpips_model=lpips_model)
-    if result.failed:
-        raise ValueError(f"{model_name}: {len(result.failed)} image(s) could not be scored: {result.failed[:3]}")
-    return result.summary
+def _set_args(spec: str) -> list[tuple[str, str]]:
+    """--sets as (label, target) pairs, as given (a label only where the user wrote LABEL=DIR)."""
+    out = []
+    for item in spec.split(","):
+        label, _, target = item.rpartition("=")
+        out.append((label, target))
+    return out
 
 
 def _fp16_within_one_level(model: torch.nn.Module, sets: list[tuple[str, Path]]) -> float:
@@ -169,16 +169,21 @@ def main() -> None:
         precision_note = f"float16 tensors (outputs within {worst:.2f}/255 of float32 on the first image of each set)"
 
     precision_cell = f" / {precision_note}" if precision_note else ""
-    lpips_model = LPIPS("alex").to(device)
-    results = {m: evaluate(m, lpips_model, device, sets) for m in [*args.compare.split(","), args.name] if m}
-    names = [name for name, _ in sets]
-    table = [
-        "| model | " + " | ".join(f"{s} PSNR / SSIM / LPIPS" for s in names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for m, res in results.items():
-        cells = [f"{res[s].psnr_mean:.2f} / {res[s].ssim_mean:.4f} / {res[s].lpips_mean:.4f}" for s in names]
-        table.append(f"| {m} | " + " | ".join(cells) + " |")
+    # The card's table is one `srkit compare` run, printed with the command that redoes it
+    rows = [m for m in args.compare.split(",") if m] + [args.name]
+    set_args = ",".join(f"{label}={target}" if label else target for label, target in _set_args(args.sets))
+    compare_cmd = f"srkit compare {' '.join(rows)} --sets {set_args} --figure-images 0"
+    result = compare_models(
+        parse_models(rows),
+        sets,
+        device=device,
+        lpips_model=LPIPS("alex").to(device),
+        lpips_net="alex",
+        figure_images=0,
+    )
+    if result.failed:
+        raise SystemExit(f"{len(result.failed)} image(s) could not be scored: {result.failed[:3]}")
+    table = [markdown(result)]
 
     runs = [Path(r) for r in args.extra_runs.split(",") if r] + [args.run]
     sessions = []
@@ -210,9 +215,13 @@ Validation during training: {summary.get("best", {})}
 
 {args.note}
 
-## Metrics (measured by `scripts/release_model.py` with srkit's evaluator)
+## Metrics
 
-Protocol: {PROTOCOL}.
+Made by one command (`scripts/release_model.py` runs it in-process, float32):
+
+```
+{compare_cmd}
+```
 
 {chr(10).join(table)}
 

@@ -66,17 +66,6 @@ def _rows(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def _vgg19_offline(data_dir: str | None) -> bool:
-    from srkit.archs.vgg import offline_weights_file
-    from srkit.paths import MissingDataError
-
-    try:
-        offline_weights_file("vgg19", data_dir)
-    except MissingDataError:
-        return False
-    return True
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="base,ragan,preact,unet_sn,ldl,multilayer,compile")
@@ -88,10 +77,10 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None, help="srkit's data folder (default: SRKIT_DATA, ../shared/data)")
     parser.add_argument("--val-images", type=int, default=None, help="validate on the first N split images")
     args = parser.parse_args()
-
+    from srkit.archs.vgg import has_offline_weights
     from srkit.device import cpu_description
 
-    arch = "vgg19" if _vgg19_offline(args.data_dir) else "vgg16"
+    arch = "vgg19" if has_offline_weights("vgg19", args.data_dir) else "vgg16"
     table = variants(arch)
     names = [v for v in args.variants.split(",") if v]
     unknown = [v for v in names if v not in table]

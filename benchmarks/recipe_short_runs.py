@@ -30,17 +30,6 @@ LOSSES = ["loss_g", "l_pix", "l_percep", "l_adv", "loss_d", "d_real", "d_fake"]
 VGG16_FOR = {"relu5_4": "relu5_3", "conv5_4": "conv5_3", None: None}
 
 
-def _vgg19_offline(data_dir: str | None) -> bool:
-    from srkit.archs.vgg import offline_weights_file
-    from srkit.paths import MissingDataError
-
-    try:
-        offline_weights_file("vgg19", data_dir)
-    except MissingDataError:
-        return False
-    return True
-
-
 def _history(run: Path, name: str = "history.csv") -> list[dict[str, float]]:
     with open(run / name, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
@@ -64,14 +53,15 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None, help="srkit's data folder (default: SRKIT_DATA, ../shared/data)")
     parser.add_argument("--val-images", type=int, default=5, help="validate on the first N images of the val set")
     args = parser.parse_args()
-
     import torch
+
+    from srkit.archs.vgg import has_offline_weights
 
     amp = args.amp
     if amp == "auto":
         bf16 = torch.cuda.is_available() or (torch.backends.mkldnn.is_available() and _cpu_has_bf16())
         amp = "bf16" if bf16 else "none"
-    vgg19 = _vgg19_offline(args.data_dir)
+    vgg19 = has_offline_weights("vgg19", args.data_dir)
     out = Path(args.out).resolve()
     recipes = [r for r in args.recipes.split(",") if r]
     taken = [str(out / name) for name in recipes if (out / name).exists()]

@@ -41,6 +41,15 @@ def offline_weights_file(arch: str, data_dir: str | Path | None = None) -> Path:
     return data_file(_OFFLINE_WEIGHTS[arch], what=f"ImageNet {arch} weights", how=how, explicit=data_dir)
 
 
+def has_offline_weights(arch: str, data_dir: str | Path | None = None) -> bool:
+    """Whether the data folder holds `arch`'s ImageNet weights (benchmarks fall back to VGG16 when not)."""
+    try:
+        offline_weights_file(arch, data_dir)
+    except MissingDataError:
+        return False
+    return True
+
+
 def _imagenet_state_dict(arch: str, data_dir: str | Path | None) -> dict[str, torch.Tensor]:
     """ImageNet `features.*` weights: from the data folder when there, else torchvision's download."""
     try:

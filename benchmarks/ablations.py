@@ -3,11 +3,15 @@
 Every variant is the base recipe plus one switch, trained through `srkit train` exactly as a user would, from the
 same init, on the same data order (seed 0), for the same number of steps; validation is the held-out split of the
 training images (never a benchmark set), scored once at the last step. The table gives each variant's
-seconds per step (the mean of the logged windows after the first, which holds the warm-up / compilation), its wall
-time and its validation PSNR / SSIM / LPIPS with the change against the base.
+seconds per step (the mean of the logged windows after the first, which holds the warm-up / compilation), its training
+wall time and its validation PSNR / SSIM / LPIPS with the change against the base.
 
     python benchmarks/ablations.py --steps 300 --out ~/srkit-runs/ablations
     python benchmarks/ablations.py --variants base,compile --steps 40       # torch.compile's speed only
+
+Run it again with the same --out and --steps and finished variants are read back, a stopped one resumes exactly
+(`srkit train --resume`), so a table can be built over several sessions. Wall time of a resumed variant: its last
+session's.
 
 Variants (each one switch over the base, configs/srgan_x4.yaml from the shipped srresnet, EMA 0.995 as `srgan`):
   base      SRGAN's loss: L1 + 0.006 MSE(VGG relu5_x) + 0.001 vanilla GAN, SRGAN discriminator
@@ -26,9 +30,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,10 +92,6 @@ def main() -> int:
         print(f"unknown variant(s) {unknown}; expected names from {', '.join(table)}", file=sys.stderr)
         return 2
     out = Path(args.out).expanduser().resolve()
-    taken = [str(out / n) for n in names if (out / n).exists()]
-    if taken:  # checked before any run starts, not after the earlier ones have taken minutes
-        print(f"{', '.join(taken)} exist(s): remove them or give another --out", file=sys.stderr)
-        return 2
     common = [
         f"--out_dir={out}",
         f"--model.init_from={args.init}",
@@ -115,17 +115,27 @@ def main() -> int:
     results: dict[str, tuple[float, float, dict[str, float]]] = {}
     failed: list[str] = []
     for name in names:
-        cmd = ["train", str(BASE.relative_to(ROOT)), f"--name={name}", *common, *table[name]]
-        print("$ srkit " + " ".join(cmd), flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "srkit", *cmd], cwd=ROOT, check=False)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            failed.append(f"{name} (exit {proc.returncode})")
-            continue
-        hist = _rows(out / name / "history.csv")
+        run = out / name
+        summary = run / "summary.json"
+        if summary.is_file() and json.loads(summary.read_text())["step"] >= args.steps:
+            print(f"== {name}: finished earlier, read from {run}", flush=True)
+        else:
+            if (run / "checkpoints" / "latest.pt").is_file():  # stopped part-way: continue it exactly
+                cmd = ["train", "--resume", str(run)]
+            elif run.exists():
+                print(f"{run} exists but holds no checkpoint: remove it or give another --out", file=sys.stderr)
+                return 2
+            else:
+                cmd = ["train", str(BASE.relative_to(ROOT)), f"--name={name}", *common, *table[name]]
+            print("$ srkit " + " ".join(cmd), flush=True)
+            proc = subprocess.run([sys.executable, "-m", "srkit", *cmd], cwd=ROOT, check=False)
+            if proc.returncode != 0:
+                failed.append(f"{name} (exit {proc.returncode})")
+                continue
+        wall = json.loads(summary.read_text())["wall_seconds_this_session"]  # the training loop's own clock
+        hist = _rows(run / "history.csv")
         steady = [r["sec_per_step"] for r in hist[1:] if "sec_per_step" in r] or [hist[-1]["sec_per_step"]]
-        results[name] = (sum(steady) / len(steady), wall, _rows(out / name / "val_history.csv")[-1])
+        results[name] = (sum(steady) / len(steady), wall, _rows(run / "val_history.csv")[-1])
 
     base = results.get("base")
     print(f"\n## With vs without: {args.steps} steps each, batch {args.batch}, from `{args.init}`, seed 0")

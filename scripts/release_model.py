@@ -71,15 +71,6 @@ def _strings(value: object) -> list[str]:
     return []
 
 
-def _set_args(spec: str) -> list[tuple[str, str]]:
-    """--sets as (label, target) pairs, as given (a label only where the user wrote LABEL=DIR)."""
-    out = []
-    for item in spec.split(","):
-        label, _, target = item.rpartition("=")
-        out.append((label, target))
-    return out
-
-
 def _fp16_within_one_level(model: torch.nn.Module, sets: list[tuple[str, Path]]) -> float:
     """Largest |fp16-weights output - fp32 output| over the first image of each set, in 8-bit levels."""
     from srkit.evaluate import benchmark_images, load_pair, super_resolve
@@ -171,8 +162,7 @@ def main() -> None:
     precision_cell = f" / {precision_note}" if precision_note else ""
     # The card's table is one `srkit compare` run, printed with the command that redoes it
     rows = [m for m in args.compare.split(",") if m] + [args.name]
-    set_args = ",".join(f"{label}={target}" if label else target for label, target in _set_args(args.sets))
-    compare_cmd = f"srkit compare {' '.join(rows)} --sets {set_args} --figure-images 0"
+    compare_cmd = f"srkit compare {' '.join(rows)} --sets {args.sets} --figure-images 0"
     result = compare_models(
         parse_models(rows),
         sets,

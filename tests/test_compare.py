@@ -179,6 +179,23 @@ def test_compare_labels_and_lpips(tmp_path: Path, data_dir: Path) -> None:
     assert not (out / "figures").exists()
 
 
+def test_compare_with_another_degradation(data: Path, tmp_path: Path) -> None:
+    """--degradation reaches every model: the scores equal evaluate's under the same LR, the table says which."""
+    out = tmp_path / "cmp"
+    argv = ["compare", "bicubic", "--sets", "Tiny", "--data-dir", str(data), "--lpips", "none", "--device", "cpu"]
+    assert main([*argv, "--degradation", "blur_bicubic", "--out", str(out), "--figure-images", "1"]) == 0
+    rows = {(r["model"], r["metric"]): float(r["mean"]) for r in _read_csv(out / "compare.csv")}
+    sets = [("Tiny", data / "benchmarks" / "Tiny")]
+    model = load_model("bicubic")
+    blurred = evaluate_sets(
+        model, sets, scale=4, device=torch.device("cpu"), lpips_model=None, degradation="blur_bicubic"
+    ).summary["Tiny"]
+    plain = evaluate_sets(model, sets, scale=4, device=torch.device("cpu"), lpips_model=None).summary["Tiny"]
+    assert rows[("bicubic", "psnr")] == blurred.psnr_mean < plain.psnr_mean
+    md = (out / "compare.md").read_text()
+    assert "LR degradation: blur_bicubic" in md and "`blur_bicubic` degradation" in md
+
+
 def test_compare_errors(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--sets", "Tiny", "--data-dir", str(data), "--lpips", "none", "--out", str(tmp_path / "o")]
     assert main(["compare", "no_such_model", *base]) == 2

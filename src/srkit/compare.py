@@ -20,7 +20,16 @@ import torch
 
 from srkit import fs
 from srkit.descriptor import ModelDescriptor, open_model
-from srkit.evaluate import ImageScore, SetSummary, benchmark_images, evaluate_pair, load_pair, summarize
+from srkit.evaluate import (
+    Degradation,
+    ImageScore,
+    SetSummary,
+    benchmark_images,
+    evaluate_pair,
+    load_pair,
+    make_lowres,
+    summarize,
+)
 from srkit.metrics import LPIPS, protocol
 from srkit.models import build_generator, display_name, shipped_models
 
@@ -58,6 +67,7 @@ class Comparison:
     sets: list[str]
     scale: int
     lpips_net: str
+    degradation: str = "bicubic"  # how the LR was made: the protocol's bicubic, or a preset / step list
     rows: dict[str, list[ImageScore]] = field(default_factory=dict)
     figures: list[FigureCase] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)  # images left out, with the reason
@@ -68,7 +78,15 @@ class Comparison:
 
     @property
     def protocol(self) -> str:
-        return protocol() + f"; x{self.scale}, LPIPS net: {self.lpips_net}"
+        lr = "" if self.degradation == "bicubic" else f", LR degradation: {self.degradation}"
+        return protocol() + f"; x{self.scale}{lr}, LPIPS net: {self.lpips_net}"
+
+    @property
+    def lr_text(self) -> str:
+        """How the LR was made, for the table's footnote and the figure titles."""
+        if self.degradation == "bicubic":
+            return "MATLAB bicubic downscaling"
+        return f"the `{self.degradation}` degradation (then MATLAB bicubic downscaling)"
 
 
 def _weights_key(path: Path) -> str:
@@ -125,6 +143,15 @@ def parse_models(args: Sequence[str]) -> list[ModelSpec]:
     return specs
 
 
+def _describe(degradation: Degradation) -> str:
+    """A degradation spec in one line: the preset's name, or the step list as compact YAML flow."""
+    if degradation is None:
+        return "bicubic"
+    if isinstance(degradation, str):
+        return degradation
+    return json.dumps(list(degradation), separators=(",", ":"))
+
+
 def compare_models(
     specs: Sequence[ModelSpec],
     sets: Sequence[tuple[str, Path]],
@@ -135,6 +162,7 @@ def compare_models(
     lpips_net: str,
     figure_images: int = 2,
     on_image: Callable[[str], None] | None = None,
+    degradation: Degradation = None,
 ) -> Comparison:
     """Score every model on every image of every set; keep the first `figure_images` SRs of each set."""
     if figure_images < 0:
@@ -150,14 +178,21 @@ def compare_models(
     # The figure's bicubic panel: the bicubic model when compared, else computed just for the figures.
     bicubic_label = next((s.label for s in specs if s.source == "bicubic"), None)
     bicubic = build_generator("bicubic", scale=scale) if bicubic_label is None else None
-    result = Comparison(specs=list(specs), sets=[name for name, _ in sets], scale=scale, lpips_net=lpips_net)
+    lowres = make_lowres(degradation, scale=scale)
+    result = Comparison(
+        specs=list(specs),
+        sets=[name for name, _ in sets],
+        scale=scale,
+        lpips_net=lpips_net,
+        degradation=_describe(degradation),
+    )
     result.rows = {spec.label: [] for spec in specs}
     for set_name, folder in sets:
         for i, path in enumerate(benchmark_images(folder)):
             scores: dict[str, ImageScore] = {}
             srs: dict[str, torch.Tensor] = {}
             try:
-                gt, lq = load_pair(path, scale=scale)
+                gt, lq = load_pair(path, scale=scale, lowres=lowres)
                 for key, model in models.items():
                     sr, scores[key] = evaluate_pair(
                         model,
@@ -268,7 +303,7 @@ def markdown(result: Comparison) -> str:
         "",
         f"Mean over images ({counts} images); **bold**: best in the column (↑ higher is better, ↓ lower).",
         "",
-        f"Protocol: {result.protocol}. LR = MATLAB bicubic downscaling of the HR cropped to a multiple of "
+        f"Protocol: {result.protocol}. LR = {result.lr_text} of the HR cropped to a multiple of "
         f"the scale, rounded to 8 bits.",
         "",
         f"Models: {sources}.",
@@ -330,7 +365,8 @@ def write_outputs(result: Comparison, out_dir: Path) -> list[Path]:
         written.append(out_dir / name)
     for case in result.figures:
         path = out_dir / "figures" / f"{case.set}_{Path(case.image).stem}.png"
-        title = f"{case.set} / {case.image}: x{result.scale} from MATLAB-bicubic LR (red box: zoomed region)"
+        source = "MATLAB-bicubic" if result.degradation == "bicubic" else result.degradation
+        title = f"{case.set} / {case.image}: x{result.scale} from {source} LR (red box: zoomed region)"
         fs.atomic_write(path, compare_figure(lq=case.lq, panels=case.panels, title=title, scale=result.scale))
         written.append(path)
     return written

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import statistics
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from srkit import fs, image_io
 from srkit.data.degradations import bicubic_degrade
+from srkit.data.lowres import LowRes
 from srkit.descriptor import Upscaler
 from srkit.inference import run_model
 from srkit.metrics import LPIPS, PROTOCOL, psnr, ssim
@@ -77,11 +79,19 @@ def benchmark_images(folder: Path) -> list[Path]:
     return paths
 
 
-def load_pair(path: Path, *, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gt, lq) of one HR file under the protocol: modcrop, MATLAB bicubic, 8-bit LR; float64 (3, H, W)."""
+def load_pair(path: Path, *, scale: int, lowres: LowRes | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gt, lq) of one HR file under the protocol: modcrop, MATLAB bicubic, 8-bit LR; float64 (3, H, W).
+
+    `lowres` replaces the bicubic LR by another degradation (e.g. blur_bicubic); its random draws, if any,
+    come from a generator seeded per image name, so every model and every run sees the same LR.
+    """
     # HR files are 8-bit: snap to the exact k/255 grid in float64 before degrading.
     gt = modcrop(quantize(image_io.read_rgb(path).to(torch.float64)), scale)
-    return gt, bicubic_degrade(gt, scale)
+    if lowres is None:
+        return gt, bicubic_degrade(gt, scale)
+    if lowres.scale != scale:
+        raise ValueError(f"degradation is for x{lowres.scale}, the model upscales x{scale}")
+    return gt, lowres.make(gt, torch.Generator().manual_seed(zlib.crc32(path.name.encode("utf-8"))))
 
 
 @dataclass(frozen=True)
@@ -93,9 +103,23 @@ class EvalImage:
     source: Path | None = None  # the HR file, for error reports
 
 
-def folder_images(folder: Path, *, scale: int) -> list[EvalImage]:
-    """A folder of HR images under the protocol (modcrop, MATLAB bicubic LR on the 8-bit grid), sorted."""
-    return [EvalImage(p.name, functools.partial(load_pair, p, scale=scale), p) for p in benchmark_images(folder)]
+Degradation = str | Sequence[object] | None  # a preset name or a step list; None: the protocol's bicubic LR
+
+
+def make_lowres(degradation: Degradation, *, scale: int) -> LowRes | None:
+    """The LowRes of a degradation spec at a scale; None for the protocol's bicubic (bicubic_degrade)."""
+    if degradation is None or degradation == "bicubic":
+        return None
+    return LowRes.from_spec(degradation, scale=scale)
+
+
+def folder_images(folder: Path, *, scale: int, lowres: LowRes | None = None) -> list[EvalImage]:
+    """A folder of HR images under the protocol (modcrop, MATLAB bicubic LR on the 8-bit grid, or `lowres`),
+    sorted."""
+    return [
+        EvalImage(p.name, functools.partial(load_pair, p, scale=scale, lowres=lowres), p)
+        for p in benchmark_images(folder)
+    ]
 
 
 def evaluate_pair(
@@ -190,12 +214,15 @@ def evaluate_sets(
     on_result: OnResult | None = None,
     on_image: Callable[[str, str], None] | None = None,
     shard: Shard | None = None,
+    degradation: Degradation = None,
 ) -> Evaluation:
-    """evaluate_images over named HR folders (protocol LR), going on past bad images (Evaluation.failed).
+    """evaluate_images over named HR folders (protocol LR, or `lowres`), going on past bad images
+    (Evaluation.failed).
 
     `shard` (under torchrun): only this rank's share of each set; merge the ranks' results with merge_evaluations.
     """
     result = Evaluation()
+    lowres = make_lowres(degradation, scale=scale)
 
     def failed(source: Path | str, reason: str) -> None:
         result.failed.append((source, reason))
@@ -210,7 +237,7 @@ def evaluate_sets(
 
         result.rows += evaluate_images(
             model,
-            (shard or Shard()).take(folder_images(folder, scale=scale)),
+            (shard or Shard()).take(folder_images(folder, scale=scale, lowres=lowres)),
             set_name=set_name,
             scale=scale,
             device=device,

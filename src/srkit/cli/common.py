@@ -138,3 +138,22 @@ def add_device_args(p: argparse.ArgumentParser, *, data_dir: bool = True) -> Non
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     if data_dir:
         p.add_argument("--data-dir", default=None, help="data folder (default: $SRKIT_DATA, else ../shared/data)")
+
+
+def degradation_spec(text: str) -> Any:
+    """A preset name, or a YAML/JSON list of steps such as '[{blur: {sigma: 1.5}}, bicubic]'."""
+    import yaml
+
+    from srkit.config import _yaml
+
+    if not text.strip().startswith("["):
+        return text
+    try:
+        return _yaml(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at column {where.column + 1}" if where is not None else ""
+        raise ValueError(
+            f"--degradation {text!r} is not a valid step list{at}: {getattr(err, 'problem', None) or err} "
+            "(expected e.g. '[{blur: {sigma: 1.5}}, bicubic]')"
+        ) from None

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from srkit.cli.common import positive_int, progress_bar, refuse_out_inside, report_skipped, scale_arg
+from srkit.cli.common import (
+    degradation_spec,
+    positive_int,
+    progress_bar,
+    refuse_out_inside,
+    report_skipped,
+    scale_arg,
+)
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -31,25 +38,6 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _degradation_spec(text: str) -> Any:
-    """A preset name, or a YAML/JSON list of steps such as '[{blur: {sigma: 1.5}}, bicubic]'."""
-    import yaml
-
-    from srkit.config import _yaml
-
-    if not text.strip().startswith("["):
-        return text
-    try:
-        return _yaml(text)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at column {where.column + 1}" if where is not None else ""
-        raise ValueError(
-            f"--degradation {text!r} is not a valid step list{at}: {getattr(err, 'problem', None) or err} "
-            "(expected e.g. '[{blur: {sigma: 1.5}}, bicubic]')"
-        ) from None
-
-
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """srkit data prepare INPUT... -o OUT: HQ/LQ pair folders (optionally split train/val/test)."""
     from srkit import fs
@@ -57,7 +45,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from srkit.data.prepare import prepare_pairs
     from srkit.data.sources import group_key, split
 
-    lowres = LowRes.from_spec(_degradation_spec(args.degradation), scale=args.scale)
+    lowres = LowRes.from_spec(degradation_spec(args.degradation), scale=args.scale)
     hr_size = tuple(args.hr_size) if args.hr_size else None
     preprocess = hr_preprocess(face_crop=args.face_crop, face_margin=args.face_margin, hr_size=hr_size)
     images = fs.list_images(args.inputs)

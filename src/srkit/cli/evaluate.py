@@ -12,6 +12,7 @@ from srkit.cli.common import (
     SCALE_HELP,
     add_device_args,
     advance,
+    degradation_spec,
     make_console,
     parse_sets,
     refuse_out_inside,
@@ -63,6 +64,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             on_result=save,
             on_image=lambda set_name, _name: progress.advance(tasks[set_name]),
             shard=shard,
+            degradation=degradation_spec(args.degradation),
         )
     result = merge_evaluations(gather(shard, result), sets)
     try:
@@ -84,7 +86,8 @@ def _write_evaluation(
     rows, failed = result.rows, result.failed
     summary = result.summary
     run_in = {torch.float32: "", torch.bfloat16: "; model run in bf16 (autocast)", torch.float16: "; model run in fp16"}
-    text = protocol(y_channel=not args.rgb) + run_in[dtype]
+    lr = "" if args.degradation == "bicubic" else f"; LR degradation: {args.degradation} (not the protocol's bicubic)"
+    text = protocol(y_channel=not args.rgb) + lr + run_in[dtype]
     if rows:
         write_rows_csv(out_dir / "per_image.csv", rows)
         write_summary_json(
@@ -93,6 +96,7 @@ def _write_evaluation(
                 "model": str(args.model),
                 "scale": scale,
                 "lpips_net": args.lpips,
+                "degradation": args.degradation,
                 "protocol": text,
                 "sets": summary,
                 "failed": [{"image": str(p), "reason": r} for p, r in failed],
@@ -133,6 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             lpips_net=args.lpips,
             figure_images=args.figure_images,
             on_image=functools.partial(advance, progress, task),
+            degradation=degradation_spec(args.degradation),
         )
     write_outputs(result, out_dir)
     console.print(comparison_table(result))
@@ -183,6 +188,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_failed("image(s) could not be scored", report.failed)
 
 
+DEGRADATION_HELP = (
+    "how the LR is made from each HR: bicubic (default, the protocol), a preset (blur_bicubic: Gaussian sigma 1.5 "
+    "then bicubic; realistic) or a step list such as '[{blur: {sigma: 1.5}}, bicubic]'"
+)
+
+
 def register(sub: Any) -> None:
     """The evaluate, compare, report command parsers."""
     p = sub.add_parser("evaluate", help="score a model on benchmark sets (PSNR/SSIM on Y, LPIPS)")
@@ -193,6 +204,7 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--out", default=None, help="output folder (default runs/evaluate/MODEL; not inside a set)")
     p.add_argument("--save-images", action="store_true", help="also write the SR images")
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the Y channel")
+    p.add_argument("--degradation", default="bicubic", help=DEGRADATION_HELP)
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
@@ -215,6 +227,7 @@ def register(sub: Any) -> None:
     p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "none"], help="LPIPS backbone")
     p.add_argument("--figure-images", type=int, default=2, help="figures for the first N images of each set")
     p.add_argument("--scale", type=scale_arg, default=None, help=SCALE_HELP)
+    p.add_argument("--degradation", default="bicubic", help=DEGRADATION_HELP)
     add_device_args(p)
     p.set_defaults(func=cmd_compare)
 

@@ -86,6 +86,7 @@ def pairs_for(d: Any, sources: Any, *, scale: int = 4, seed: int = 0) -> Any:
         seed=seed,
         min_size=d.gt_size,
         degradation=d.degradation,
+        val_degradation=d.val_degradation,
         face_crop=d.face_crop,
         face_margin=d.face_margin,
         hr_size=d.hr_size,

@@ -80,6 +80,9 @@ class DataConfig(_Section):
     group_by: str | None = None
     partition_file: str | None = None  # an official partition (CelebA's list_eval_partition.txt) instead of split
     degradation: str | list[Any] = "bicubic"  # a preset (bicubic, blur_bicubic, realistic) or a list of steps
+    # the validation LR: the protocol's bicubic by default; a model trained for another fixed degradation
+    # (blur_bicubic) picks its best checkpoints on LR made the same way. No random levels (noise, ranges).
+    val_degradation: str | list[Any] = "bicubic"
     hr_size: tuple[int, int] | None = None  # resize every HR image to (H, W) first (one report: 256x256)
     face_crop: bool = False  # crop HR images around the detected face (faces: flips only, no rotation)
     face_margin: float = Field(default=0.3, ge=0, description="the margin around the face, as a fraction of its size")
@@ -112,6 +115,17 @@ class DataConfig(_Section):
         from srkit.data.degradations import resolve_pipeline
 
         resolve_pipeline(v)  # raises ValueError naming the bad step or parameter
+        return v
+
+    @field_validator("val_degradation")
+    @classmethod
+    def _fixed_val_degradation(cls, v: str | list[Any]) -> str | list[Any]:
+        from srkit.data.lowres import LowRes
+
+        if LowRes.from_spec(v, scale=4).per_sample:
+            raise ValueError(
+                "validation needs a fixed LR: a pipeline without noise or [lo, hi] ranges (e.g. blur_bicubic)"
+            )
         return v
 
 

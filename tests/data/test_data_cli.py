@@ -74,6 +74,29 @@ def test_random_degradation_is_drawn_per_sample(hr: Path, tmp_path: Path) -> Non
         PatchDataset(train, scale=4, gt_size=32, seed=0)
 
 
+def test_validation_degradation(hr: Path, tmp_path: Path) -> None:
+    """Validation LR is the protocol's bicubic unless data.val_degradation names another fixed pipeline."""
+    from srkit.data.degradations import bicubic_degrade, gaussian_blur
+    from srkit.ops import quantize
+
+    args = (f"data.train=[{hr}]", f"data.val={hr}", "data.degradation=blur_bicubic")
+    plain = _data_config(tmp_path, *args)
+    blurred = _data_config(tmp_path, *args, "data.val_degradation=blur_bicubic")
+    _, val_plain, _ = pairs_for(plain, sources_for(plain, None))
+    train, val_blur, _ = pairs_for(blurred, sources_for(blurred, None))
+    gt = torch.as_tensor(val_blur.gt[0]).to(torch.float64) / 255
+    want_blur = quantize(bicubic_degrade(gaussian_blur(gt, sigma=1.5), 4))
+    assert torch.equal(torch.as_tensor(val_blur.lq[0]), (want_blur * 255).round().byte())
+    assert torch.equal(torch.as_tensor(val_plain.lq[0]), (bicubic_degrade(gt, 4) * 255).round().byte())
+    assert torch.equal(
+        torch.as_tensor(train.lq[0]), torch.as_tensor(pairs_for(plain, sources_for(plain, None))[0].lq[0])
+    )
+    with pytest.raises(ValueError, match=r"data\.val_degradation"):
+        load_config(None, ["data.val_degradation=realistic"])  # random levels: no fixed validation LR
+    with pytest.raises(ValueError, match=r"data\.val_degradation"):
+        load_config(None, ["data.val_degradation=blurry"])
+
+
 def test_split_validation_and_paired_training(hr: Path, tmp_path: Path) -> None:
     data = _data_config(tmp_path, f"data.train=[{hr}]", "data.val=split", "data.split=[0.8, 0.2, 0.0]")
     sources = sources_for(data, None)

@@ -41,6 +41,7 @@ NEW_RECIPES = (
     "compact_x4",
     "srgan_percep_x4",
     "srgan_normfeat_x4",
+    "srresnet_blur_x4",
 )
 
 
@@ -169,7 +170,14 @@ def test_esrgan_recipe_trains_from_the_psnr_run(esrgan_run: Path, rrdb_psnr_run:
 @pytest.mark.parametrize("name", [r for r in NEW_RECIPES if not r.startswith(("rrdb_psnr", "esrgan"))])
 def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_dir: Path, name: str) -> None:
     extra: dict[str, Any] = {}
-    if name in ("srgan_lsgan_x4", "srgan_ra_x4", "srgan_unet_ldl_x4", "srgan_percep_x4", "srgan_normfeat_x4"):
+    if name in (
+        "srgan_lsgan_x4",
+        "srgan_ra_x4",
+        "srgan_unet_ldl_x4",
+        "srgan_percep_x4",
+        "srgan_normfeat_x4",
+        "srresnet_blur_x4",
+    ):
         # stage 2: start from (tiny, untrained) stage-1 weights, as the recipe does
         kwargs = {"scale": 4, **TINY_G["srresnet"]}
         init = save_weights(SRResNet(**kwargs), tmp_path / "init.safetensors", arch="srresnet", arch_kwargs=kwargs)
@@ -351,6 +359,17 @@ PUBLISHED: dict[str, Published] = {
             "optim.betas": (0.9, 0.99),
             "optim.lr_g": 1e-4,
             "train.ema_decay": 0.999,
+        },
+    ),
+    "srresnet_blur_x4": Published(
+        "the image-refinement report's second degradation: Gaussian blur of radius 1.5 (PIL's radius is the "
+        "standard deviation), then bicubic x4; the SRResNet-16 generator with the L1 content loss",
+        {
+            "model.arch": "srresnet",
+            "model.args": {"width": 64, "num_blocks": 16},
+            "data.degradation": "blur_bicubic",
+            "loss.pixel": "l1",
+            "discriminator.arch": None,
         },
     ),
 }

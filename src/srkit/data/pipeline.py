@@ -81,13 +81,14 @@ def build_pairs(
     seed: int,
     min_size: int,
     degradation: str | Sequence[Any] = "bicubic",
+    val_degradation: str | Sequence[Any] = "bicubic",
     face_crop: bool = False,
     face_margin: float = 0.3,
     hr_size: tuple[int, int] | None = None,
     cache_dir: Path | None = None,
 ) -> tuple[PairSet, PairSet, LowRes]:
     """Training pairs (HR at least `min_size`, the training crop), validation pairs (bicubic LR: the evaluation
-    protocol, after the same HR preparation) and the training LowRes."""
+    protocol, or `val_degradation`, after the same HR preparation) and the training LowRes."""
     preprocess = hr_preprocess(face_crop=face_crop, face_margin=face_margin, hr_size=hr_size)
     lowres = LowRes.from_spec(degradation, scale=scale)
     # The disk cache's key: a different recipe gets different files. (Spelled as data.* config values, so the
@@ -110,6 +111,10 @@ def build_pairs(
         train.lq += paired.lq
         train.names += paired.names
         train.skipped += paired.skipped
-    # Validation always uses the standard bicubic LR (the evaluation protocol), after the same preprocessing.
-    val = load_pairs(sources.val_files, lowres=LowRes(scale), preprocess=preprocess)
+    # Validation uses the evaluation protocol's bicubic LR unless the recipe names another fixed pipeline,
+    # after the same preprocessing.
+    val_lowres = LowRes.from_spec(val_degradation, scale=scale)
+    if val_lowres.per_sample:
+        raise ValueError(f"data.val_degradation {val_degradation!r} draws random levels; validation needs a fixed LR")
+    val = load_pairs(sources.val_files, lowres=val_lowres, preprocess=preprocess)
     return train, val, lowres

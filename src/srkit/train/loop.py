@@ -266,6 +266,7 @@ def _load_data(config: Config, *, is_main: bool) -> _Data:
         seed=config.train.seed,
         min_size=d.gt_size,
         degradation=d.degradation,
+        val_degradation=d.val_degradation,
         face_crop=d.face_crop,
         face_margin=d.face_margin,
         hr_size=d.hr_size,

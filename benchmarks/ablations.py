@@ -132,7 +132,8 @@ def main() -> int:
             if proc.returncode != 0:
                 failed.append(f"{name} (exit {proc.returncode})")
                 continue
-        wall = json.loads(summary.read_text())["wall_seconds_this_session"]  # the training loop's own clock
+        ran = json.loads(summary.read_text())  # the training loop's own clock, over all sessions where kept
+        wall = ran.get("wall_seconds_total", ran["wall_seconds_this_session"])
         hist = _rows(run / "history.csv")
         steady = [r["sec_per_step"] for r in hist[1:] if "sec_per_step" in r] or [hist[-1]["sec_per_step"]]
         results[name] = (sum(steady) / len(steady), wall, _rows(run / "val_history.csv")[-1])

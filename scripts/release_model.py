@@ -179,9 +179,15 @@ def main() -> None:
     sessions = []
     for r in runs:
         s = json.loads((r / "summary.json").read_text())
+        # Runs trained before checkpoints kept the clock only know their last session's wall time.
+        wall, span = (
+            (s["wall_seconds_total"], "all sessions")
+            if "wall_seconds_total" in s
+            else (s["wall_seconds_this_session"], "last session")
+        )
         sessions.append(
-            f"- `{r.name}`: {s['step']} steps, {s['wall_seconds_this_session'] / 60:.0f} min wall time "
-            f"(last session), device {s['device']}, world size {s['world_size']}"
+            f"- `{r.name}`: {s['step']} steps, {wall / 60:.0f} min wall time ({span}), "
+            f"device {s['device']}, world size {s['world_size']}"
         )
     n_params = sum(p.numel() for p in model.parameters())
     config_text = _portable_config(args.run / "config.yaml", init_from=args.init_from)

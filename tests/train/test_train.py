@@ -324,6 +324,7 @@ def test_resume_equals_uninterrupted_stage1(tmp_path: Path, images: dict[str, Pa
     }
     straight = fit(_tiny(tmp_path, images, "A", train__steps=6, **settings))
     first = fit(_tiny(tmp_path, images, "B", train__steps=3, **settings))
+    first_wall = load_checkpoint(first / "checkpoints" / "latest.pt")["wall_seconds"]
     # A stale row after the checkpoint (as a crash after logging would leave) must be dropped on resume.
     with (first / "history.csv").open("a", newline="") as f:
         csv.writer(f).writerow([5, 999.0, 999.0] + [""] * (len(TRAIN_FIELDS) - 3))

@@ -101,6 +101,14 @@ class _Progress:
     # state and batch would (deterministically) give the same NaN again.
     skip_steps: set[int] = field(default_factory=set)
     stop_reason: str = "finished"
+    # Wall time: seconds the steps up to latest.pt took in earlier sessions, and when this session started.
+    wall_before: float = 0.0
+    session_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def wall_seconds(self) -> float:
+        """Training wall time of the run so far, over every session (each up to the checkpoint it resumed)."""
+        return self.wall_before + time.perf_counter() - self.session_start
 
 
 def fit(config: Config, *, resume: str | Path | None = None) -> Path:
@@ -149,6 +157,7 @@ def _fit(config: Config, *, resume: str | Path | None, dinfo: DistInfo, device: 
     )
     check = partial(_first_nonfinite_anywhere, dinfo=dinfo, device=device)
     start_step, t_start = progress.step, time.perf_counter()
+    progress.session_start = t_start
     bar = _progress_bar(t.steps, start_step, is_main)
     nonfinite: NonFiniteLoss | None = None
     nets.train()
@@ -431,6 +440,7 @@ def _restore(
     progress.evals_without_gain = ckpt.evals_without_gain
     progress.window = LogWindow.from_state(ckpt.log_window)
     progress.collapse_run = 0
+    progress.wall_before = ckpt.wall_seconds
     set_rng_state(ckpt.rng_for(rank))
 
 
@@ -633,6 +643,7 @@ def _after_step(
                 evals_without_gain=progress.evals_without_gain,
                 rng=rngs,
                 log_window=progress.window.state(),
+                wall_seconds=progress.wall_seconds,
             )
             ckpt.save(ckpt_dir / "latest.pt")
         progress.last_saved = step
@@ -675,6 +686,7 @@ def _write_summary(
             "step": progress.step,
             "steps_this_session": progress.step - start_step,
             "wall_seconds_this_session": wall,
+            "wall_seconds_total": progress.wall_before + wall,
             "stop_reason": progress.stop_reason,
             "device": str(device),
             "world_size": world,

@@ -173,6 +173,7 @@ class Checkpoint:
     evals_without_gain: int = 0
     rng: list[dict[str, Any]] = field(default_factory=list)
     log_window: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0  # training wall time up to this step over all sessions (0 in older checkpoints)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": CHECKPOINT_FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}

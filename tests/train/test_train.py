@@ -358,6 +358,9 @@ def test_resume_equals_uninterrupted_stage1(tmp_path: Path, images: dict[str, Pa
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["step"] == 6 and summary["steps_this_session"] == 3
     assert "resumed from" in (resumed / "train.log").read_text()
+    # Wall time adds up over sessions: the first session's, to its checkpoint at step 3, plus this one's.
+    assert summary["wall_seconds_total"] == pytest.approx(first_wall + summary["wall_seconds_this_session"])
+    assert cb["wall_seconds"] > first_wall > 0 and ca["wall_seconds"] > 0
 
 
 def test_resume_equals_uninterrupted_stage2(

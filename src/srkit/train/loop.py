@@ -689,6 +689,7 @@ def _write_summary(
             "wall_seconds_total": progress.wall_before + wall,
             "stop_reason": progress.stop_reason,
             "device": str(device),
+            "hardware": _hardware(device),
             "world_size": world,
             "best": progress.best,
             "amp": config.train.amp,
@@ -696,6 +697,15 @@ def _write_summary(
             "memory": memory_report(device),
         },
     )
+
+
+def _hardware(device: torch.device) -> str:
+    """What trained the run, for tables and cards: the GPU's name, or the CPU with its speed-relevant flags."""
+    from srkit.device import cpu_description
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{cpu_description()}, torch {torch.__version__}"
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:

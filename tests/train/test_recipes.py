@@ -15,7 +15,6 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from srkit import fs
 from srkit.archs import (
     RRDBNet,
     SRResNet,
@@ -263,7 +262,8 @@ PUBLISHED: dict[str, Published] = {
     ),
     "srgan_lsgan_x4": Published(
         "the replication report: SRResNet + the SRGAN discriminator, LSGAN loss, L1 on VGG19 features, lr 2e-4, "
-        "batch 4, a checkpoint every 40 epochs (an epoch of the 340 training images of >= 96 px at batch 4)",
+        "batch 4, HR resized to 256x256 and used whole, a checkpoint every 40 epochs (an epoch: the 314 training "
+        "images of the 92% split at batch 4)",
         {
             "model.arch": "srresnet",
             "discriminator.arch": "srgan",
@@ -273,7 +273,9 @@ PUBLISHED: dict[str, Published] = {
             "optim.lr_g": 2e-4,
             "optim.lr_d": 2e-4,
             "data.batch_size": 4,
-            "train.save_every": 40 * (340 // 4),
+            "data.hr_size": (256, 256),
+            "data.gt_size": 256,
+            "train.save_every": 40 * 314 // 4,
         },
     ),
     "autoencoder_x4": Published(
@@ -399,14 +401,16 @@ def test_esrgan_perceptual_layer_is_before_activation() -> None:
 
 
 def test_srgan_lsgan_epoch_arithmetic(data_dir: Path) -> None:
-    # The recipe's comment: 340 usable training images (>= the 96 px crop) / batch 4 = 85 steps per epoch.
+    # The recipe's comment: every HR image is resized to 256x256 (none is too small), the split keeps 314 of them
+    # for training, so an epoch is 314 / 4 = 78.5 steps and 40 epochs are 3140 steps.
+    from srkit.data.pipeline import gather_sources
+
     config = load_config(CONFIGS / "srgan_lsgan_x4.yaml")
-    usable = 0
-    for path in fs.list_images([data_dir / folder for folder in config.data.train]):
-        with Image.open(path) as im:  # the header only: no decoding
-            usable += min(im.size) >= config.data.gt_size
-    assert usable == 340
-    assert config.train.save_every == 40 * usable // config.data.batch_size == 3400
+    d = config.data
+    assert d.hr_size == (256, 256) and d.gt_size == 256
+    sources = gather_sources(d.train, d.val, data_dir=data_dir, split_ratios=d.split, split_seed=d.split_seed)
+    assert len(sources.train_files) == 314
+    assert config.train.save_every == 40 * len(sources.train_files) // d.batch_size == 3140
 
 
 # config and trainer additions -----------------------------------------------------------------------------

@@ -8,13 +8,13 @@
 #   OUT=~/srkit-runs STEPS=3000 RUNGS="autoencoder vanilla_gan srgan6" scripts/ladder.sh
 #
 # Rungs: autoencoder (MSE), vanilla_gan (adversarial loss only, from scratch), srgan6 (SRResNet-6: 1/3 of the
-# budget as its L1 stage 1, then SRGAN's losses), esrgan (the largest RRDBNet that fits the budget on a CPU:
+# budget as its L1 stage 1, then SRGAN's losses), srgan16 (the same with SRResNet-16; the shipped `srgan`, with
+# 41,000 stage-1 steps behind it, is a row of its own), esrgan (the largest RRDBNet that fits the budget on a CPU:
 # 32 wide, 6 blocks, growth 32 as spandrel reads ESRGAN .pth files; 1/3 L1 stage, then ESRGAN's loss).
-# SRGAN-16 is the shipped srgan.
 set -euo pipefail
 OUT="${OUT:-$HOME/srkit-runs}"
 STEPS="${STEPS:-3000}"
-RUNGS="${RUNGS:-autoencoder vanilla_gan srgan6 esrgan}"
+RUNGS="${RUNGS:-autoencoder vanilla_gan srgan6 srgan16 esrgan}"
 SRKIT="${SRKIT:-srkit}"
 COMMON=(--out_dir="$OUT" --data.val=split "--data.split=[0.92,0.08,0.0]" --data.batch_size=16 --data.gt_size=96
         --train.val_every=250 --train.save_every=250 --train.keep_last=2 --train.channels_last=true)
@@ -51,6 +51,10 @@ for rung in $RUNGS; do
       run ladder_srresnet6 configs/srresnet_x4.yaml "--model.args={width: 64, num_blocks: 6}" --train.steps="$STAGE1"
       run ladder_srgan6 configs/srgan_small_x4.yaml "${OFFLINE_VGG[@]}" --loss.perceptual_layer=relu5_3 \
         --model.init_from="$OUT/ladder_srresnet6/checkpoints/best_psnr.safetensors" --train.steps="$STAGE2" ;;
+    srgan16)
+      run ladder_srresnet16 configs/srresnet_x4.yaml --train.steps="$STAGE1"
+      run ladder_srgan16 configs/srgan_x4.yaml "${OFFLINE_VGG[@]}" --loss.perceptual_layer=relu5_3 \
+        --model.init_from="$OUT/ladder_srresnet16/checkpoints/best_psnr.safetensors" --train.steps="$STAGE2" ;;
     esrgan)
       RRDB="--model.args={width: 32, num_blocks: 6, growth: 32}"
       run ladder_rrdb_psnr configs/rrdb_psnr_x4.yaml "$RRDB" --data.gt_size=128 --train.steps="$STAGE1" \
@@ -58,7 +62,7 @@ for rung in $RUNGS; do
       run ladder_esrgan configs/esrgan_x4.yaml "$RRDB" "${OFFLINE_VGG[@]}" --loss.perceptual_layer=conv5_3 \
         --data.gt_size=128 "--discriminator.args={width: 32}" --optim.milestones=[] --train.steps="$STAGE2" \
         --model.init_from="$OUT/ladder_rrdb_psnr/checkpoints/best_psnr.safetensors" --train.ema_decay=0.999 ;;
-    *) echo "unknown rung $rung (autoencoder vanilla_gan srgan6 esrgan)" >&2; exit 2 ;;
+    *) echo "unknown rung $rung (autoencoder vanilla_gan srgan6 srgan16 esrgan)" >&2; exit 2 ;;
   esac
 done
 echo "== ladder done: $RUNGS"

@@ -162,7 +162,17 @@ def main() -> None:
     precision_cell = f" / {precision_note}" if precision_note else ""
     # The card's table is one `srkit compare` run, printed with the command that redoes it
     rows = [m for m in args.compare.split(",") if m] + [args.name]
-    compare_cmd = f"srkit compare {' '.join(rows)} --sets {args.sets} --figure-images 0"
+    # A model trained for another degradation is scored on LR made that way (and says so).
+    run_config = yaml.safe_load((args.run / "config.yaml").read_text())
+    degradation = run_config.get("data", {}).get("degradation", "bicubic")
+    deg_flag = "" if degradation == "bicubic" else f" --degradation {json.dumps(degradation)}"
+    compare_cmd = f"srkit compare {' '.join(rows)} --sets {args.sets} --figure-images 0{deg_flag}"
+    degradation_text = (
+        "HR modcropped to x4, LR by MATLAB-compatible bicubic (antialiased), rounded to 8 bits"
+        if degradation == "bicubic"
+        else f"`{degradation}` (data.degradation) before the MATLAB-compatible bicubic x4, rounded to 8 bits; "
+        "the table below is scored on LR made the same way"
+    )
     result = compare_models(
         parse_models(rows),
         sets,
@@ -170,6 +180,7 @@ def main() -> None:
         lpips_model=LPIPS("alex").to(device),
         lpips_net="alex",
         figure_images=0,
+        degradation=None if degradation == "bicubic" else degradation,
     )
     if result.failed:
         raise SystemExit(f"{len(result.failed)} image(s) could not be scored: {result.failed[:3]}")
@@ -190,6 +201,8 @@ def main() -> None:
             f"device {s['device']}, world size {s['world_size']}"
         )
     n_params = sum(p.numel() for p in model.parameters())
+    here = f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    hardware = args.hardware or summary.get("hardware") or here
     config_text = _portable_config(args.run / "config.yaml", init_from=args.init_from)
     card = f"""# srkit model card: `{args.name}`
 
@@ -201,8 +214,8 @@ def main() -> None:
 | weights | `src/srkit/weights/{args.name}.safetensors` (from run `{args.run.name}`, step {meta.get("step", "?")}) |
 | training data | {args.data_text or TRAINING_DATA} |
 | domain / chosen by | {args.domain} / {chosen_by} (step {meta.get("step", "?")}){precision_cell} |
-| degradation | HR modcropped to x4, LR by MATLAB-compatible bicubic (antialiased), rounded to 8 bits |
-| hardware | {args.hardware or f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"} |
+| degradation | {degradation_text} |
+| hardware | {hardware} |
 
 ## Training
 {chr(10).join(sessions)}

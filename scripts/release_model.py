@@ -114,6 +114,9 @@ def main() -> None:
     )
     parser.add_argument("--data-text", default=None, help="the training data line of the card (default: natural)")
     parser.add_argument("--pretrained-from", default=None, help="the shipped model it was fine-tuned from")
+    parser.add_argument(
+        "--command", default=None, help="the training command, for a run whose train.log predates recording it"
+    )
     parser.add_argument("--fp16", action="store_true", help="store float16 tensors (checked within 1/255)")
     parser.add_argument(
         "--hardware",
@@ -200,6 +203,12 @@ def main() -> None:
             f"- `{r.name}`: {s['step']} steps, {wall / 60:.0f} min wall time ({span}), "
             f"device {s['device']}, world size {s['world_size']}"
         )
+        # The commands that trained it, as train.log recorded them (older runs: --command, for the last run).
+        log = (r / "train.log").read_text() if (r / "train.log").is_file() else ""
+        commands = [line.split(" INFO command: ", 1)[1] for line in log.splitlines() if " INFO command: " in line]
+        if not commands and args.command and r == args.run:
+            commands = [args.command]
+        sessions += [f"  - `{c.replace(str(Path.home()), '~')}`" for c in commands]
     n_params = sum(p.numel() for p in model.parameters())
     here = f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     hardware = args.hardware or summary.get("hardware") or here

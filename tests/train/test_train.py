@@ -190,6 +190,7 @@ def test_stage1_writes_every_artifact(stage1: tuple[Config, Path]) -> None:
     assert summary["stop_reason"] == "finished"
     assert summary["world_size"] == 1 and summary["device"] == "cpu"
     assert "threads, flags:" in summary["hardware"] and torch.__version__ in summary["hardware"]
+    assert " INFO command: " in (run / "train.log").read_text()  # how the run was started, for its card
     assert summary["wall_seconds_this_session"] > 0
     assert summary["memory"]["peak_rss_mib"] > 0
     assert set(summary["best"]) == {"psnr", "ssim"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -416,6 +417,7 @@ def _start_logs(
     if dinfo.rank == 0:
         _remove_stale_temps(run_dir, logger)
         fs.atomic_write(run_dir / "config.yaml", dump_config(config).encode())
+    logger.info(f"command: {_command_line()}")
     if amp_note:
         logger.info(amp_note)
     for path, reason in data.skipped:
@@ -424,6 +426,16 @@ def _start_logs(
         f"run {run_dir}: {len(data.dataset.pairs.gt)} training images from {len(config.data.train)} source(s), "
         f"{len(data.val_pairs.gt)} validation images from {data.val_source}, device {device}, world {dinfo.world}"
     )
+
+
+def _command_line() -> str:
+    """How this process was started, as a shell line (`srkit train ...` for the CLI), for train.log and cards."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("srkit", "__main__.py"):
+        argv[0] = "srkit"
+    return shlex.join(argv)
 
 
 def _restore(

@@ -216,7 +216,7 @@ def evaluate_sets(
     shard: Shard | None = None,
     degradation: Degradation = None,
 ) -> Evaluation:
-    """evaluate_images over named HR folders (protocol LR, or `lowres`), going on past bad images
+    """evaluate_images over named HR folders (protocol LR, or `degradation`'s), going on past bad images
     (Evaluation.failed).
 
     `shard` (under torchrun): only this rank's share of each set; merge the ranks' results with merge_evaluations.

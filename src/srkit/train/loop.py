@@ -89,7 +89,8 @@ class _Data:
 
 @dataclass
 class _Progress:
-    """What changes as a run goes, besides the networks; everything but the last four is in latest.pt."""
+    """What changes as a run goes, besides the networks. In latest.pt: step, best, evals_without_gain, window and
+    (as wall_seconds) the wall time; the rest lives in this session only."""
 
     step: int = 0
     best: Best = field(default_factory=dict)

@@ -21,6 +21,8 @@ Variants (each one switch over the base, configs/srgan_x4.yaml from the shipped 
   ldl       + LDL's artifact-map loss (Liang et al. 2022) at weight 1, against the EMA generator
   compile   train.compile=true (torch.compile of both networks): the same model, only the speed should move
   multilayer  Real-ESRGAN's perceptual term: L1 on five VGG layers before activation, weights 0.1/0.1/1/1/1
+  seed1, seed2  the base with another seed (data order, discriminator init): their spread with the base's is the
+            noise a difference must beat (printed under the table)
 
 VGG19 weights are not offline here: VGG16 stands in (relu5_4 -> relu5_3, conv5_4 -> conv5_3, conv3_4 -> conv3_3 ...)
 and the table says so. Short runs show a direction, not a converged result: read them with their step count.
@@ -62,6 +64,8 @@ def variants(arch: str) -> dict[str, list[str]]:
             "--loss.perceptual_criterion=l1",
             "--loss.perceptual_weight=0.006",
         ],
+        "seed1": ["--train.seed=1"],
+        "seed2": ["--train.seed=2"],
     }
 
 
@@ -72,7 +76,7 @@ def _rows(path: Path) -> list[dict[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="base,ragan,preact,unet_sn,ldl,multilayer,compile")
+    parser.add_argument("--variants", default="base,seed1,seed2,ragan,preact,unet_sn,ldl,multilayer,compile")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--log-every", type=int, default=10)
@@ -152,6 +156,15 @@ def main() -> int:
         else:
             d = "- | -"
         print(f"| {name} | `{switch}` | {sec:.2f} | {wall / 60:.1f} | {psnr:.2f} | {ssim:.4f} | {lp:.4f} | {d} |")
+    seeds = [results[n][2] for n in ("base", "seed1", "seed2") if n in results]
+    if len(seeds) > 1:
+        psnrs = [v["psnr_mean"] for v in seeds]
+        lpipss = [v.get("lpips_mean", float("nan")) for v in seeds]
+        print(
+            f"\nSeed spread of the base ({len(seeds)} seeds): PSNR {min(psnrs):.2f}-{max(psnrs):.2f} dB "
+            f"(range {max(psnrs) - min(psnrs):.2f}), LPIPS {min(lpipss):.4f}-{max(lpipss):.4f} "
+            f"(range {max(lpipss) - min(lpipss):.4f}): a variant's change smaller than that is noise."
+        )
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -10,8 +10,8 @@ wall time and its validation PSNR / SSIM / LPIPS with the change against the bas
     python benchmarks/ablations.py --variants base,compile --steps 40       # torch.compile's speed only
 
 Run it again with the same --out and --steps and finished variants are read back, a stopped one resumes exactly
-(`srkit train --resume`), so a table can be built over several sessions. Wall time of a resumed variant: its last
-session's.
+(`srkit train --resume`), so a table can be built over several sessions. Wall time: the training loop's own clock,
+summed over sessions (runs from before it kept the clock: their last session's).
 
 Variants (each one switch over the base, configs/srgan_x4.yaml from the shipped srresnet, EMA 0.995 as `srgan`):
   base      SRGAN's loss: L1 + 0.006 MSE(VGG relu5_x) + 0.001 vanilla GAN, SRGAN discriminator

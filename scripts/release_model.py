@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import platform
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def main() -> None:
     # A model trained for another degradation is scored on LR made that way (and says so).
     run_config = yaml.safe_load((args.run / "config.yaml").read_text())
     degradation = run_config.get("data", {}).get("degradation", "bicubic")
-    deg_flag = "" if degradation == "bicubic" else f" --degradation {json.dumps(degradation)}"
+    spelled = degradation if isinstance(degradation, str) else json.dumps(degradation, separators=(",", ":"))
+    deg_flag = "" if degradation == "bicubic" else f" --degradation {shlex.quote(spelled)}"
     compare_cmd = f"srkit compare {' '.join(rows)} --sets {args.sets} --figure-images 0{deg_flag}"
     degradation_text = (
         "HR modcropped to x4, LR by MATLAB-compatible bicubic (antialiased), rounded to 8 bits"
@@ -183,7 +185,7 @@ def main() -> None:
         lpips_model=LPIPS("alex").to(device),
         lpips_net="alex",
         figure_images=0,
-        degradation=None if degradation == "bicubic" else degradation,
+        degradation=degradation,  # "bicubic" is the protocol's LR
     )
     if result.failed:
         raise SystemExit(f"{len(result.failed)} image(s) could not be scored: {result.failed[:3]}")

@@ -124,6 +124,13 @@ def main() -> None:
         default=None,
         help="where the weights were trained, when not on this machine (default: this machine's CPU)",
     )
+    parser.add_argument(
+        "--then",
+        action="append",
+        default=[],
+        help="a command run after training to make these weights (e.g. the srkit interpolate that blended them); "
+        "repeat for several",
+    )
     args = parser.parse_args()
 
     device = pick_device("auto")
@@ -143,6 +150,10 @@ def main() -> None:
         "best_ssim": "best validation SSIM",
         "best_lpips": "best validation LPIPS",
     }.get(kind, "last step")
+    if kind == "interpolated" and not args.chosen_by:
+        chosen_by = f"network interpolation, alpha {meta.get('alpha', '?')} of the GAN model"
+    # An interpolation has no step of its own: the card names its alpha instead.
+    step_text = f"alpha {meta.get('alpha', '?')}" if kind == "interpolated" else f"step {meta.get('step', '?')}"
     extra = {
         "name": args.name,
         "source_run": args.run.name,
@@ -211,6 +222,9 @@ def main() -> None:
         if not commands and args.command and r == args.run:
             commands = [args.command]
         sessions += [f"  - `{c.replace(str(Path.home()), '~')}`" for c in commands]
+    if args.then:
+        sessions.append("- then:")
+        sessions += [f"  - `{c.replace(str(Path.home()), '~')}`" for c in args.then]
     n_params = sum(p.numel() for p in model.parameters())
     here = f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     hardware = args.hardware or summary.get("hardware") or here
@@ -222,9 +236,9 @@ def main() -> None:
 | | |
 |---|---|
 | architecture | `{meta["arch"]}` {meta["arch_kwargs"]}, x4, {n_params:,} parameters |
-| weights | `src/srkit/weights/{args.name}.safetensors` (from run `{args.run.name}`, step {meta.get("step", "?")}) |
+| weights | `src/srkit/weights/{args.name}.safetensors` (from run `{args.run.name}`, {step_text}) |
 | training data | {args.data_text or TRAINING_DATA} |
-| domain / chosen by | {args.domain} / {chosen_by} (step {meta.get("step", "?")}){precision_cell} |
+| domain / chosen by | {args.domain} / {chosen_by} ({step_text}){precision_cell} |
 | degradation | {degradation_text} |
 | hardware | {hardware} |
 

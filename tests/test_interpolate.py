@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from srkit.cli import main
-from srkit.interpolate import AlphaScore, choose_alpha, interpolate_weights
+from srkit.interpolate import AlphaScore, average_weights, choose_alpha, interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
 from testkit import random_batch
 
@@ -155,3 +155,54 @@ def test_shipped_names_blend_like_their_files(tmp_path: Path) -> None:
     by_path = interpolate_weights(files["srresnet"], files["srgan"], 0.5, tmp_path / "paths.safetensors")
     named, pathed = load_file(str(by_name)), load_file(str(by_path))
     assert named.keys() == pathed.keys() and all(torch.equal(named[k], pathed[k]) for k in named)
+
+
+# checkpoint averaging -------------------------------------------------------------------------------------
+
+
+def test_average_of_two_is_the_half_blend_and_of_three_the_mean(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    c = _saved(tmp_path / "third.safetensors", 5)
+    two = load_file(str(average_weights([a, b], tmp_path / "two.safetensors")))
+    half = load_file(str(interpolate_weights(a, b, 0.5, tmp_path / "half.safetensors")))
+    assert two.keys() == half.keys() and all(torch.equal(two[k], half[k]) for k in two)
+    out = average_weights([a, b, c], tmp_path / "three.safetensors")
+    got, states = load_file(str(out)), [load_file(str(p)) for p in (a, b, c)]
+    for key, value in got.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[0][key] + states[1][key] + states[2][key]) / 3)
+        else:  # counters from the last file
+            assert torch.equal(value, states[2][key])
+    meta = read_metadata(out)
+    assert meta["kind"] == "averaged" and json.loads(meta["averaged"]) == [str(a), str(b), str(c)]
+    with torch.no_grad():
+        assert load_model(out)(random_batch(1, 5, 6)).shape == (1, 3, 20, 24)
+
+
+def test_average_errors(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights([a], tmp_path / "x.safetensors")
+    rrdb = _saved(tmp_path / "rrdb.safetensors", 3, "rrdbnet", scale=4, **TINY_RRDB)
+    with pytest.raises(ValueError, match="cannot average models of different architectures"):
+        average_weights([a, b, rrdb], tmp_path / "x.safetensors")
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        average_weights([a, tmp_path / "nothere.safetensors"], tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_average(tmp_path: Path, pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = pair
+    out = tmp_path / "avg.safetensors"
+    assert main(["average", str(a), str(b), "-o", str(out)]) == 0
+    assert "mean of 2 checkpoints" in capsys.readouterr().out
+    sa, sb, got = load_file(str(a)), load_file(str(b)), load_file(str(out))
+    torch.testing.assert_close(got["head.0.weight"], (sa["head.0.weight"] + sb["head.0.weight"]) / 2)
+    assert main(["average", str(a), str(b), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    before = a.read_bytes()
+    assert main(["average", str(a), str(b), "-o", str(a), "--overwrite"]) == 2  # never over an input
+    err = capsys.readouterr().err
+    assert "one of the inputs" in err and "Traceback" not in err and a.read_bytes() == before
+    assert main(["average", str(a), "-o", str(tmp_path / "one.safetensors")]) == 2
+    assert "at least two" in capsys.readouterr().err

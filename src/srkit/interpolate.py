@@ -45,43 +45,71 @@ def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
 def blend(a: Path, b: Path, alpha: float) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """The blended network (eval mode, CPU), its arch and arch_kwargs; see interpolate_weights. A and B are
     .safetensors files or shipped models' names."""
-    shipped = shipped_models()
-    a, b = (shipped.get(str(p), Path(p)) for p in (a, b))
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (0 = A, the PSNR model; 1 = B, the GAN model), got {alpha}")
-    for path in (a, b):
+    return _mix([a, b], [1.0 - alpha, alpha], what="interpolate")
+
+
+def average_weights(paths: Sequence[Path | str], out: Path) -> Path:
+    """Write the mean of several checkpoints of one architecture to `out`, weight by weight; returns `out`.
+
+    Checkpoint averaging (stochastic weight averaging over a run's milestones, Izmailov et al. 2018; a uniform
+    "model soup", Wortsman et al. 2022): the milestones of one GAN fine-tune lie close together, and their mean
+    often keeps their LPIPS at a higher PSNR than any one of them. Integer buffers come from the last file.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    model, arch, kwargs = _mix(list(paths), [1.0 / len(paths)] * len(paths), what="average")
+    meta = {"kind": "averaged", "averaged": json.dumps([str(p) for p in paths]), "formula": "mean of the files"}
+    return save_weights(model, Path(out), arch=arch, arch_kwargs=kwargs, meta=meta)
+
+
+def _mix(
+    paths: Sequence[Path | str], weights: Sequence[float], *, what: str
+) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """sum_i weights[i] * state_i over files (or shipped names) of one architecture; integer buffers (BatchNorm's
+    num_batches_tracked) from the last file, as counters do not blend."""
+    shipped = shipped_models()
+    files = [shipped.get(str(p), Path(p)) for p in paths]
+    for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"weights file not found: {path}")
-    meta_a, meta_b = read_metadata(a), read_metadata(b)
-    kwargs_a = json.loads(meta_a.get("arch_kwargs", "{}"))
-    kwargs_b = json.loads(meta_b.get("arch_kwargs", "{}"))
-    if (meta_a["arch"], kwargs_a) != (meta_b["arch"], kwargs_b):
-        raise ValueError(
-            f"cannot interpolate models of different architectures: {a} is {meta_a['arch']} {kwargs_a}, "
-            f"{b} is {meta_b['arch']} {kwargs_b} (expected the same arch and arch_kwargs)"
-        )
-    state_a, state_b = load_file(str(a)), load_file(str(b))
-    if state_a.keys() != state_b.keys():
-        only_a, only_b = sorted(state_a.keys() - state_b.keys()), sorted(state_b.keys() - state_a.keys())
-        raise ValueError(f"{a} and {b} hold different tensors (only in A: {only_a}; only in B: {only_b})")
-    blended: dict[str, torch.Tensor] = {}
-    for key, ta in state_a.items():
-        tb = state_b[key]
-        if ta.shape != tb.shape or ta.dtype != tb.dtype:
+    metas = [read_metadata(f) for f in files]
+    first, kwargs_first = files[0], json.loads(metas[0].get("arch_kwargs", "{}"))
+    states = [load_file(str(f)) for f in files]
+    for path, meta, state in zip(files[1:], metas[1:], states[1:], strict=True):
+        kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+        if (metas[0]["arch"], kwargs_first) != (meta["arch"], kwargs):
             raise ValueError(
-                f"{key}: {a} has {tuple(ta.shape)} {ta.dtype}, {b} has {tuple(tb.shape)} {tb.dtype} (expected the same)"
+                f"cannot {what} models of different architectures: {first} is {metas[0]['arch']} {kwargs_first}, "
+                f"{path} is {meta['arch']} {kwargs} (expected the same arch and arch_kwargs)"
             )
-        if ta.is_floating_point():
-            mixed = (1.0 - alpha) * ta.to(torch.float64) + alpha * tb.to(torch.float64)
-            blended[key] = mixed.to(ta.dtype)
+        if state.keys() != states[0].keys():
+            only_a, only_b = sorted(states[0].keys() - state.keys()), sorted(state.keys() - states[0].keys())
+            raise ValueError(
+                f"{first} and {path} hold different tensors (only in the first: {only_a}; only in the other: {only_b})"
+            )
+        for key, ta in states[0].items():
+            tb = state[key]
+            if ta.shape != tb.shape or ta.dtype != tb.dtype:
+                raise ValueError(
+                    f"{key}: {first} has {tuple(ta.shape)} {ta.dtype}, {path} has {tuple(tb.shape)} {tb.dtype} "
+                    "(expected the same)"
+                )
+    mixed: dict[str, torch.Tensor] = {}
+    for key, t0 in states[0].items():
+        if t0.is_floating_point():
+            total = sum(w * st[key].to(torch.float64) for w, st in zip(weights, states, strict=True))
+            mixed[key] = torch.as_tensor(total).to(t0.dtype)
         else:
-            blended[key] = tb.clone()  # counters (num_batches_tracked) are not blendable; B's are the later ones
-    model = build_generator(meta_a["arch"], **kwargs_a)
+            mixed[key] = states[-1][key].clone()  # counters (num_batches_tracked) are not blendable: the last file's
+    model = build_generator(metas[0]["arch"], **kwargs_first)
     try:
-        model.load_state_dict(blended, strict=True)
+        model.load_state_dict(mixed, strict=True)
     except RuntimeError as err:  # missing/unexpected keys or shapes: the files' tensors are not this arch's
-        raise ValueError(f"{a}, {b}: weights do not fit arch {meta_a['arch']!r}: {err}") from err
-    return model.eval(), meta_a["arch"], kwargs_a
+        names = ", ".join(str(f) for f in files)
+        raise ValueError(f"{names}: weights do not fit arch {metas[0]['arch']!r}: {err}") from err
+    return model.eval(), metas[0]["arch"], kwargs_first
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,10 @@ def test_interpolate_errors(tmp_path: Path, pair: tuple[Path, Path]) -> None:
             interpolate_weights(a, b, alpha, tmp_path / "x.safetensors")
     with pytest.raises(FileNotFoundError, match="nothere"):
         interpolate_weights(a, tmp_path / "nothere.safetensors", 0.5, tmp_path / "x.safetensors")
+    before = b.read_bytes()
+    with pytest.raises(ValueError, match="one of the inputs"):  # inputs are never overwritten
+        interpolate_weights(a, b, 0.5, b)
+    assert b.read_bytes() == before
     assert not (tmp_path / "x.safetensors").exists()
 
 

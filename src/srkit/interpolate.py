@@ -31,6 +31,7 @@ def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
     Float tensors are blended (in float64, stored in their own dtype); integer buffers such as BatchNorm's
     num_batches_tracked are taken from B. The output's metadata records both sources and alpha.
     """
+    _refuse_input_as_output([a, b], out)
     model, arch, kwargs = blend(a, b, alpha)
     meta = {
         "kind": "interpolated",
@@ -59,9 +60,16 @@ def average_weights(paths: Sequence[Path | str], out: Path) -> Path:
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    _refuse_input_as_output(paths, out)
     model, arch, kwargs = _mix(list(paths), [1.0 / len(paths)] * len(paths), what="average")
     meta = {"kind": "averaged", "averaged": json.dumps([str(p) for p in paths]), "formula": "mean of the files"}
     return save_weights(model, Path(out), arch=arch, arch_kwargs=kwargs, meta=meta)
+
+
+def _refuse_input_as_output(paths: Sequence[Path | str], out: Path) -> None:
+    """Inputs are never overwritten: the mixed weights go to a file that is none of them."""
+    if any(Path(p).resolve() == Path(out).resolve() for p in paths):
+        raise ValueError(f"the output {out} is one of the inputs: write the mixed weights to a new file")
 
 
 def _mix(

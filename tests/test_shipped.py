@@ -29,7 +29,7 @@ def test_the_shipped_models_are_present() -> None:
     assert "srresnet" in SHIPPED
     for name, path in shipped_models().items():
         meta = read_metadata(path)
-        assert meta["name"] == name and meta["arch"] in {"srresnet", "rrdbnet", "compact"}
+        assert meta["name"] == name and meta["arch"] in {"srresnet", "rrdbnet", "compact", "autoencoder"}
         assert (path.parent / f"{name}.md").is_file(), f"{name} has no model card"
 
 

@@ -133,3 +133,62 @@ def imresize(
     if is_uint8:
         return x.round().clamp(0, 255).to(torch.uint8)
     return x
+
+
+@functools.lru_cache(maxsize=8)
+def _phase_taps(scale: int) -> tuple[tuple[float, ...], ...]:
+    """For an integer upscale: output pixel s*k + j is sum_o taps[j][o + 2] * x[k + o], o in -2..2 (MATLAB's weights).
+
+    Read off `_contributions` at an interior pixel, where no mirroring happens; the weights only depend on j.
+    """
+    n, k = 16, 8
+    idx, w = _contributions(n, n * scale, float(scale), False)
+    taps = [[0.0] * 5 for _ in range(scale)]
+    for j in range(scale):
+        row = k * scale + j
+        for t in range(idx.shape[1]):
+            if w[row, t] != 0:
+                offset = int(idx[row, t]) - k
+                assert -2 <= offset <= 2, offset  # the cubic's support: 2 input pixels either side
+                taps[j][offset + 2] += float(w[row, t])
+    return tuple(tuple(row) for row in taps)
+
+
+def _upscale_dim(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
+    """x4-style integer upscale along dim (-1 or -2): mirror-pad 2, 5-tap sums per phase, interleave the phases."""
+    n = x.shape[dim]
+    # MATLAB's symmetric padding: the edge pixel repeated, then its neighbour (x1 x0 | x0 x1 ... xn-1 | xn-1 xn-2).
+    pad = torch.cat(
+        [x.narrow(dim, 1, 1), x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1), x.narrow(dim, n - 2, 1)], dim=dim
+    )
+    shifted = [pad.narrow(dim, o, n) for o in range(5)]  # shifted[o][k] = x[k + o - 2]
+    phases = []
+    for taps in _phase_taps(scale):
+        acc: torch.Tensor | None = None
+        for o, weight in enumerate(taps):
+            if weight != 0:
+                term = shifted[o] * weight
+                acc = term if acc is None else acc + term
+        assert acc is not None
+        phases.append(acc)
+    # (..., n, ...) -> (..., n, scale, ...) -> (..., n * scale, ...): phase j of pixel k lands at k * scale + j
+    stacked = torch.stack(phases, dim=dim)
+    if dim == -1:
+        return stacked.flatten(-2)
+    return stacked.flatten(-3, -2)
+
+
+def upscale_bicubic(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """imresize(img, scale) for a float image and an integer scale >= 2, in fixed tensor ops only.
+
+    The same MATLAB bicubic (Keys a = -0.5, mirrored edges) as `imresize`, up to float rounding, but built from
+    slices, concatenations and multiply-adds whose shapes follow the input symbolically, so a network that
+    pre-upsamples with it (the autoencoder baseline) exports to ONNX with dynamic sizes. Elementwise ops only:
+    it runs in the input's dtype even under autocast. Inputs narrower than 2 pixels fall back to `imresize`.
+    """
+    if not img.is_floating_point() or scale < 2 or scale != int(scale):
+        raise ValueError(f"upscale_bicubic takes a float image and an integer scale >= 2, got {img.dtype}, {scale}")
+    if min(img.shape[-2:]) < 2:
+        return imresize(img, float(scale), antialias=False)
+    # MATLAB resizes height first on equal scales.
+    return _upscale_dim(_upscale_dim(img, -2, int(scale)), -1, int(scale))

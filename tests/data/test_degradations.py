@@ -10,7 +10,7 @@ import torch
 from bicubic_pytorch.core import imresize as reference_imresize
 
 from srkit.data.degradations import bicubic_degrade
-from srkit.ops import imresize, modcrop
+from srkit.ops import imresize, modcrop, upscale_bicubic
 
 
 def _cubic(x: float) -> float:
@@ -51,6 +51,25 @@ def test_imresize_matches_per_pixel_transcription(shape: tuple[int, int], scale:
     img = rng.uniform(0, 255, size=shape)
     ours = imresize(torch.from_numpy(img), scale).numpy()
     np.testing.assert_allclose(ours, _matlab_resize_2d(img, scale), atol=1e-9)
+
+
+@pytest.mark.parametrize(("shape", "scale"), [((8, 6), 4), ((2, 2), 4), ((5, 7), 3), ((1, 4), 4), ((9, 3), 2)])
+def test_upscale_bicubic_matches_the_transcription(shape: tuple[int, int], scale: int) -> None:
+    # The exportable integer upscale (fixed taps per output phase, mirrored edges by concatenation) against
+    # the per-pixel MATLAB transcription, down to the 2-pixel edge case where the mirror folds twice.
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0, 255, size=shape)
+    ours = upscale_bicubic(torch.from_numpy(img), scale).numpy()
+    np.testing.assert_allclose(ours, _matlab_resize_2d(img, float(scale)), atol=1e-9)
+    batch = torch.rand(2, 3, *shape)  # float32, batched: the same as imresize up to rounding
+    torch.testing.assert_close(upscale_bicubic(batch, scale), imresize(batch, float(scale)), atol=1e-6, rtol=0)
+
+
+def test_upscale_bicubic_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="integer scale >= 2"):
+        upscale_bicubic(torch.rand(1, 3, 4, 4), 1)
+    with pytest.raises(ValueError, match="float image"):
+        upscale_bicubic(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 4)
 
 
 @pytest.mark.parametrize("scale", [0.25, 0.5, 1 / 3, 2.0, 4.0])

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkit.ops import imresize
+from srkit.ops import upscale_bicubic
 
 
 def _conv_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -64,6 +64,7 @@ class ConvAutoencoder(nn.Module):
         )
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        # (N, 3, H, W) -> (N, 3, 4H, 4W): MATLAB-style bicubic, the same kernel that made the LR images
-        up = imresize(lq, float(self.scale))
+        # (N, 3, H, W) -> (N, 3, 4H, 4W): MATLAB-style bicubic, the same kernel that made the LR images, in
+        # fixed tensor ops (upscale_bicubic == imresize), so the network exports to ONNX at any input size
+        up = upscale_bicubic(lq, self.scale)
         return self.decoder(self.encoder(up))

@@ -155,7 +155,7 @@ def _phase_taps(scale: int) -> tuple[tuple[float, ...], ...]:
 
 
 def _upscale_dim(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:
-    """x4-style integer upscale along dim (-1 or -2): mirror-pad 2, 5-tap sums per phase, interleave the phases."""
+    """Integer upscale along dim (-1 or -2): mirror-pad 2, 5-tap sums per phase, interleave the phases."""
     n = x.shape[dim]
     # MATLAB's symmetric padding: the edge pixel repeated, then its neighbour (x1 x0 | x0 x1 ... xn-1 | xn-1 xn-2).
     pad = torch.cat(

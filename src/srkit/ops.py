@@ -48,7 +48,7 @@ def gaussian_kernel1d(sigma: float, radius: int | None = None, *, dtype: torch.d
 
 def _keys_cubic(x: torch.Tensor) -> torch.Tensor:
     """Keys' cubic convolution kernel with a = -0.5, the one MATLAB's 'bicubic' uses."""
-    ax = x.abs()
+    ax = abs(x)  # a tensor or a plain float (_phase_taps)
     ax2, ax3 = ax * ax, ax * ax * ax
     near = (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
     far = (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
@@ -137,21 +137,25 @@ def imresize(
 
 @functools.lru_cache(maxsize=8)
 def _phase_taps(scale: int) -> tuple[tuple[float, ...], ...]:
-    """For an integer upscale: output pixel s*k + j is sum_o taps[j][o + 2] * x[k + o], o in -2..2 (MATLAB's weights).
+    """For an integer upscale: output pixel s*k + j is sum_o taps[j][o + 2] * x[k + o], o in -2..2.
 
-    Read off `_contributions` at an interior pixel, where no mirroring happens; the weights only depend on j.
+    MATLAB's weights as `_contributions` computes them, for input pixel k = 0 (the weights only depend on the
+    phase j), in plain Python floats: no tensor is made, so nothing of this lands in a traced or exported graph.
     """
-    n, k = 16, 8
-    idx, w = _contributions(n, n * scale, float(scale), False)
-    taps = [[0.0] * 5 for _ in range(scale)]
+    taps = []
     for j in range(scale):
-        row = k * scale + j
-        for t in range(idx.shape[1]):
-            if w[row, t] != 0:
-                offset = int(idx[row, t]) - k
+        u = (j + 1) / scale + 0.5 * (1 - 1 / scale)  # output pixel j + 1 (1-based) in input coordinates
+        left = math.floor(u - 2.0)
+        weights = {i: _keys_cubic(u - i) for i in range(left, left + 6)}  # 1-based input indices
+        total = sum(weights.values())
+        row = [0.0] * 5
+        for i, weight in weights.items():
+            if weight != 0:
+                offset = i - 1  # 0-based, relative to k = 0
                 assert -2 <= offset <= 2, offset  # the cubic's support: 2 input pixels either side
-                taps[j][offset + 2] += float(w[row, t])
-    return tuple(tuple(row) for row in taps)
+                row[offset + 2] += weight / total
+        taps.append(tuple(row))
+    return tuple(taps)
 
 
 def _upscale_dim(x: torch.Tensor, dim: int, scale: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from bicubic_pytorch.core import imresize as reference_imresize
 
 from srkit.data.degradations import bicubic_degrade
-from srkit.ops import imresize, modcrop, upscale_bicubic
+from srkit.ops import _phase_taps, imresize, modcrop, upscale_bicubic
 
 
 def _cubic(x: float) -> float:
@@ -63,6 +63,21 @@ def test_upscale_bicubic_matches_the_transcription(shape: tuple[int, int], scale
     np.testing.assert_allclose(ours, _matlab_resize_2d(img, float(scale)), atol=1e-9)
     batch = torch.rand(2, 3, *shape)  # float32, batched: the same as imresize up to rounding
     torch.testing.assert_close(upscale_bicubic(batch, scale), imresize(batch, float(scale)), atol=1e-6, rtol=0)
+
+
+def test_upscale_bicubic_exports_with_symbolic_sizes_from_a_cold_start() -> None:
+    # `srkit export autoencoder` in a fresh process: the taps are computed while torch.export traces, so they
+    # must not be tensor ops (they were, and the export failed, while a warm cache hid it in the same process).
+    _phase_taps.cache_clear()
+
+    class Up(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return upscale_bicubic(x, 4)
+
+    h, w = torch.export.Dim("h", min=2, max=256), torch.export.Dim("w", min=2, max=256)
+    program = torch.export.export(Up(), (torch.rand(1, 3, 8, 9),), dynamic_shapes={"x": {2: h, 3: w}})
+    other = torch.rand(1, 3, 13, 6)  # another size than the traced one
+    torch.testing.assert_close(program.module()(other), imresize(other, 4.0), atol=1e-6, rtol=0)
 
 
 def test_upscale_bicubic_refuses_what_it_cannot_do() -> None:

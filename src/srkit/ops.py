@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TypeVar
 
 import torch
+
+# _keys_cubic runs on tensors (imresize's taps) and on plain floats (_phase_taps)
+_Sample = TypeVar("_Sample", torch.Tensor, float)
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
@@ -46,7 +50,7 @@ def gaussian_kernel1d(sigma: float, radius: int | None = None, *, dtype: torch.d
     return (k / k.sum()).to(dtype)
 
 
-def _keys_cubic(x: torch.Tensor) -> torch.Tensor:
+def _keys_cubic(x: _Sample) -> _Sample:
     """Keys' cubic convolution kernel with a = -0.5, the one MATLAB's 'bicubic' uses."""
     ax = abs(x)  # a tensor or a plain float (_phase_taps)
     ax2, ax3 = ax * ax, ax * ax * ax

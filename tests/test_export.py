@@ -136,12 +136,21 @@ def test_safetensors_export_round_trip(tiny_weights: Path, tmp_path: Path) -> No
     torch.testing.assert_close(load_model(bicubic)(lq), load_model("bicubic")(lq), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_bicubic_graph_export_is_refused_with_the_reason(fmt: str, tmp_path: Path) -> None:
-    out = tmp_path / f"bicubic.{fmt}"
-    with pytest.raises(ValueError, match=r"bicubic baseline cannot be exported.*traced graph only works at the traced"):
-        export_model("bicubic", out, format=fmt)
-    assert not out.exists()
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_bicubic_baseline_exports_and_matches_matlab_bicubic_at_any_size(tmp_path: Path) -> None:
+    """The baseline's graphs follow the input size: ONNX Runtime and TorchScript give imresize's x4 (clamped) at
+    sizes and batches other than the traced one, an odd width and a 2-pixel edge (mirror folds twice) included."""
+    from srkit.ops import imresize
+
+    ort = OnnxGenerator(export_model("bicubic", tmp_path / "bicubic.onnx"))
+    script, meta = load_torchscript(export_model("bicubic", tmp_path / "bicubic.pt", format="torchscript"))
+    assert ort.scale == 4 and meta["arch"] == "bicubic"
+    for shape in [(1, 3, 9, 13), (2, 3, 16, 7), (1, 3, 2, 5)]:
+        lq = torch.rand(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+        want = imresize(lq.double(), 4.0).clamp(0, 1).float()
+        for name, got in [("onnx", ort(lq)), ("torchscript", script(lq))]:
+            assert got.shape == (shape[0], 3, 4 * shape[2], 4 * shape[3]), name
+            torch.testing.assert_close(got, want, atol=2e-6, rtol=0, msg=name)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
@@ -206,8 +215,6 @@ def test_cli_export_and_upscale_with_onnxruntime(
 
 def test_cli_export_errors(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = _png(tmp_path / "x.png", 8, 8, seed=4)
-    assert main(["export", "bicubic", "-o", str(tmp_path / "b.onnx")]) == 2
-    assert "bicubic baseline cannot be exported" in capsys.readouterr().err
     assert main(["export", "bicubic", "-o", str(tmp_path / "b.zip")]) == 2
     assert "cannot tell the export format" in capsys.readouterr().err
     argv = ["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_onnx), "--device", "cpu"]

@@ -4,11 +4,8 @@ Every exported graph is checked before it is written: it is run at two input siz
 traced at (batch 1 and 2) and compared with the PyTorch model, so a graph that baked in its trace size fails
 here with a clear error instead of silently producing wrong-sized images later.
 
-The bicubic baseline cannot be exported: `imresize` computes its filter taps and mirror indices in Python from
-the input size. torch.jit.trace records them as constants (the traced module returns the traced size for any
-input, silently), and the ONNX converter fails on the index arithmetic with a symbolic size (aten.remainder).
-It needs no export anyway: it has no weights, and ONNX's own Resize op (mode cubic, cubic_coeff_a -0.5) is
-the deployable equivalent, up to MATLAB's mirrored edges.
+The bicubic baseline exports like any model: it upscales with `ops.upscale_bicubic` (MATLAB's bicubic from fixed
+slices and multiply-adds), so its graph follows the input size. The autoencoder pre-upsamples the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import torch
 from torch import nn
 
 from srkit import fs
-from srkit.archs import Bicubic
 from srkit.community import SpandrelModule
 from srkit.models import WEIGHTS_FORMAT, ModelSource, load_source, resolve_model, save_weights
 
@@ -91,12 +87,6 @@ def _on_cpu(model: nn.Module) -> nn.Module:
 
 def _check_exportable(model: nn.Module, what: str) -> None:
     """Refuse models whose graphs cannot follow the input size, saying why (see the module docstring)."""
-    if isinstance(model, Bicubic):
-        raise ValueError(
-            f"the bicubic baseline cannot be exported to {what}: imresize computes its taps in Python from the "
-            "input size, so a traced graph only works at the traced size. It has no weights to deploy; use "
-            "srkit upscale --model bicubic, or ONNX's Resize op (mode cubic, cubic_coeff_a -0.5)"
-        )
     if model.training:
         raise ValueError(f"export to {what} needs the model in eval mode (BatchNorm folded to running statistics)")
 

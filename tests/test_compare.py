@@ -179,6 +179,27 @@ def test_compare_labels_and_lpips(tmp_path: Path, data_dir: Path) -> None:
     assert not (out / "figures").exists()
 
 
+def test_compare_self_ensemble_rows(data: Path, tmp_path: Path, run_dir: Path) -> None:
+    """MODEL+ is MODEL as a geometric self-ensemble: its own row and evaluation, scored as evaluate scores the
+    wrapped model; a label keeps its name; the protocol says what + means."""
+    from srkit.inference import with_self_ensemble
+
+    weights = _tiny_weights(tmp_path / "small.safetensors", seed=0)
+    specs = parse_models([str(weights), f"{weights}+", f"ens={weights}+", f"{run_dir}+"])
+    assert [s.label for s in specs][:3] == ["small", "small+", "ens"]
+    assert [s.label for s in specs][3:] == ["myrun:best_psnr+", "myrun:best_ssim+", "myrun:best_lpips+"]
+    assert specs[1].self_ensemble and not specs[0].self_ensemble and specs[1].key == specs[0].key + "+"
+    out = tmp_path / "cmp"
+    argv = ["compare", str(weights), f"{weights}+", "--sets", "Tiny", "--data-dir", str(data), "--lpips", "none"]
+    assert main([*argv, "--out", str(out), "--device", "cpu", "--figure-images", "0"]) == 0
+    rows = {(r["model"], r["metric"]): float(r["mean"]) for r in _read_csv(out / "compare.csv")}
+    sets = [("Tiny", data / "benchmarks" / "Tiny")]
+    ens = with_self_ensemble(load_model(weights))
+    direct = evaluate_sets(ens, sets, scale=4, device=torch.device("cpu"), lpips_model=None).summary["Tiny"]
+    assert rows[("small+", "psnr")] == direct.mean("psnr") != rows[("small", "psnr")]
+    assert "MODEL+ = geometric self-ensemble x8" in (out / "compare.md").read_text()
+
+
 def test_compare_with_another_degradation(data: Path, tmp_path: Path) -> None:
     """--degradation reaches every model: the scores equal evaluate's under the same LR, the table says which."""
     out = tmp_path / "cmp"

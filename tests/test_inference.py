@@ -346,3 +346,84 @@ def test_default_tile_is_sized_to_the_model() -> None:
 
     assert default_tile(describe(NoMeta())) == TILE
     assert default_tile(build_generator("bicubic")) == TILE  # no conv: nothing to size by
+
+
+# geometric self-ensemble ---------------------------------------------------------------------------------
+
+
+def _dihedral(x: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if flip else x, turns, dims=(-2, -1))
+
+
+def test_self_ensemble_is_the_mean_of_the_eight_transformed_runs_and_equivariant() -> None:
+    from srkit.inference import SelfEnsemble, run_model, with_self_ensemble
+
+    model = random_srresnet(width=8, num_blocks=2)
+    lq = _photo(2, 14, 19, seed=3)  # not square: the turned inputs are 19 x 14
+    plain = run_model(model, lq, device=CPU)
+    ens = run_model(with_self_ensemble(model), lq, device=CPU)
+    # By hand: each of the 8 inputs through the model, its output turned back, the 8 averaged.
+    outs = []
+    for flip in (False, True):
+        for turns in range(4):
+            y = run_model(model, _dihedral(lq, flip, turns), device=CPU)  # clamped, as the mean of clamped
+            y = torch.rot90(y, -turns, dims=(-2, -1))
+            outs.append(y.flip(-1) if flip else y)
+    by_hand = torch.stack(outs).mean(0)
+    assert ens.shape == plain.shape == (2, 3, 56, 76)
+    # run_model clamps once, after the mean; the hand version clamps each run first: equal wherever no run left [0, 1].
+    inside = torch.stack(outs).gt(0).all(0) & torch.stack(outs).lt(1).all(0)
+    assert inside.float().mean() > 0.9
+    torch.testing.assert_close(ens[inside], by_hand[inside], atol=1e-5, rtol=0)
+    assert (ens - plain).abs().max() > 1e-3  # a random model is not flip-invariant: the ensemble changed it
+    # Equivariance: the ensemble of a transformed image is the transformed ensemble (the plain model is not).
+    for flip, turns in [(True, 0), (False, 1), (True, 3)]:
+        got = run_model(with_self_ensemble(model), _dihedral(lq, flip, turns), device=CPU)
+        torch.testing.assert_close(got, _dihedral(ens, flip, turns), atol=1e-5, rtol=0)
+    desc = with_self_ensemble(model)
+    assert isinstance(desc.model, SelfEnsemble) and desc.self_ensemble and desc.label.endswith("+")
+    assert with_self_ensemble(desc) is desc  # not wrapped twice
+
+
+def test_self_ensemble_of_bicubic_is_bicubic_and_tiles_match_whole() -> None:
+    from srkit.inference import with_self_ensemble
+
+    # MATLAB bicubic has a symmetric kernel and mirrored edges: every flip and turn commutes with it.
+    bicubic = build_generator("bicubic").eval()
+    lq = _photo(1, 21, 30, seed=5)
+    torch.testing.assert_close(
+        upscale_tiled(with_self_ensemble(bicubic), lq, tile=None, device=CPU),
+        upscale_tiled(bicubic, lq, tile=None, device=CPU),
+        atol=1e-6,
+        rtol=0,
+    )
+    model = with_self_ensemble(random_srresnet(width=8, num_blocks=2))
+    lq = _photo(1, 70, 93, seed=1)
+    whole = upscale_tiled(model, lq, tile=None, device=CPU)
+    tiled = upscale_tiled(model, lq, tile=48, overlap=24, device=CPU, channels_last=True)
+    assert (tiled - whole).abs().max().item() <= LEVEL
+
+
+def test_cli_self_ensemble_upscale_and_evaluate(tmp_path: Path) -> None:
+    import json
+
+    model = random_srresnet(width=8, num_blocks=2)
+    weights = save_weights(
+        model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs={"width": 8, "num_blocks": 2}
+    )
+    src = tmp_path / "in" / "x.png"
+    _write_png(src, (_photo(1, 24, 32)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    base = ["upscale", str(src), "--model", str(weights), "--device", "cpu", "--precision", "fp32", "--tile", "0"]
+    assert main([*base, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*base, "-o", str(tmp_path / "ens"), "--self-ensemble"]) == 0
+    plain = image_io.to_uint8(image_io.read_rgb(tmp_path / "plain" / "x.png")).astype(int)
+    ens = image_io.to_uint8(image_io.read_rgb(tmp_path / "ens" / "x.png")).astype(int)
+    assert ens.shape == plain.shape == (96, 128, 3) and np.abs(ens - plain).max() > 1
+    hr = tmp_path / "hr"
+    _write_png(hr / "a.png", (_photo(1, 48, 64, seed=2)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    argv = ["evaluate", "--model", str(weights), "--sets", str(hr), "--lpips", "none", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "e0"), "--precision", "fp32"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "e1"), "--precision", "fp32", "--self-ensemble"]) == 0
+    s0, s1 = (json.loads((tmp_path / e / "summary.json").read_text()) for e in ("e0", "e1"))
+    assert not s0["self_ensemble"] and s1["self_ensemble"] and "self-ensemble x8" in s1["protocol"]
+    assert abs(s0["sets"]["hr"]["psnr_mean"] - s1["sets"]["hr"]["psnr_mean"]) > 0.01

@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from srkit.evaluate import (
     make_lowres,
     summarize,
 )
+from srkit.inference import with_self_ensemble
 from srkit.metrics import LPIPS, protocol
 from srkit.models import build_generator, display_name, shipped_models
 
@@ -47,6 +48,7 @@ class ModelSpec:
     # Rows with the same key hold the same weights (a run's best_psnr and best_ssim saved at one step)
     # and share one evaluation.
     key: str
+    self_ensemble: bool = False  # MODEL+ : run as a geometric self-ensemble (inference.SelfEnsemble)
 
 
 @dataclass
@@ -79,7 +81,9 @@ class Comparison:
     @property
     def protocol(self) -> str:
         lr = "" if self.degradation == "bicubic" else f", LR degradation: {self.degradation}"
-        return protocol() + f"; x{self.scale}{lr}, LPIPS net: {self.lpips_net}"
+        plus = any(s.self_ensemble for s in self.specs)
+        ensemble = "; MODEL+ = geometric self-ensemble x8 (flips and 90-degree turns, outputs averaged)" if plus else ""
+        return protocol() + f"; x{self.scale}{lr}, LPIPS net: {self.lpips_net}{ensemble}"
 
     @property
     def lr_text(self) -> str:
@@ -116,6 +120,17 @@ def _run_specs(run_dir: Path, prefix: str) -> list[ModelSpec]:
     return [ModelSpec(f"{prefix}:{p.stem}", str(p), _weights_key(p)) for p in found]
 
 
+def _specs_of(target: str, label: str | None) -> list[ModelSpec]:
+    path = Path(target)
+    if path.is_dir():
+        return _run_specs(path, label or path.resolve().name)
+    if path.is_file():
+        return [ModelSpec(label or display_name(path), target, _weights_key(path))]
+    if (shipped := shipped_models().get(target)) is not None:
+        return [ModelSpec(label or target, target, _weights_key(shipped))]
+    return [ModelSpec(label or target, target, target)]  # bicubic, or a name open_model refuses
+
+
 def parse_models(args: Sequence[str]) -> list[ModelSpec]:
     """Expand model arguments: NAME, WEIGHTS.safetensors, RUN_DIR (its best_* weights), each optionally LABEL=..."""
     specs: list[ModelSpec] = []
@@ -125,15 +140,14 @@ def parse_models(args: Sequence[str]) -> list[ModelSpec]:
             label, _, target = arg.partition("=")
             if not label or not target:
                 raise ValueError(f"model argument {arg!r}: expected LABEL=MODEL with both parts non-empty")
-        path = Path(target)
-        if path.is_dir():
-            specs += _run_specs(path, label or path.resolve().name)
-        elif path.is_file():
-            specs.append(ModelSpec(label or display_name(path), target, _weights_key(path)))
-        elif (shipped := shipped_models().get(target)) is not None:
-            specs.append(ModelSpec(label or target, target, _weights_key(shipped)))
-        else:
-            specs.append(ModelSpec(label or target, target, target))  # bicubic, or a name open_model refuses
+        # MODEL+ (EDSR's notation): MODEL averaged over the 8 flips and turns of its input
+        ensemble = target.endswith("+") and not Path(target).exists()
+        target = target[:-1] if ensemble else target
+        found = _specs_of(target, label)
+        if ensemble:
+            plus = "" if label else "+"
+            found = [replace(s, label=s.label + plus, key=s.key + "+", self_ensemble=True) for s in found]
+        specs += found
     labels = [s.label for s in specs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
@@ -170,7 +184,8 @@ def compare_models(
     models: dict[str, ModelDescriptor] = {}
     for spec in specs:
         if spec.key not in models:
-            models[spec.key] = open_model(spec.source, scale=scale, device=device)
+            opened = open_model(spec.source, scale=scale, device=device)
+            models[spec.key] = with_self_ensemble(opened) if spec.self_ensemble else opened
     scales = {spec.label: models[spec.key].scale for spec in specs}
     if len(set(scales.values())) != 1:
         raise ValueError(f"models upscale by different factors, cannot compare them: {scales}")

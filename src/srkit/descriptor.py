@@ -67,11 +67,13 @@ class ModelDescriptor:
     # The one precision a compiled runtime runs in (ONNX Runtime: float32; OpenVINO: as compiled); None for
     # PyTorch, which takes any through autocast.
     fixed_precision: torch.dtype | None = None
+    self_ensemble: bool = False  # model is inference.SelfEnsemble around the generator (inference.with_self_ensemble)
 
     @property
     def label(self) -> str:
-        """The model's name in tables and file names."""
-        return self.source.label if self.source is not None else type(self.model).__name__
+        """The model's name in tables and file names; "+" marks a self-ensemble (EDSR's convention)."""
+        base = self.source.label if self.source is not None else type(self.model).__name__
+        return base + "+" if self.self_ensemble else base
 
     @property
     def input_dtype(self) -> torch.dtype:

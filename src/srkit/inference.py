@@ -9,6 +9,7 @@ are separable, so the weight "buffer" is two 1-D vectors; memory is the output p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from srkit import image_io
-from srkit.descriptor import Upscaler, describe
+from srkit.descriptor import ModelDescriptor, Upscaler, describe
 from srkit.ops import imresize
 
 # Default LR tile side. It costs (256 / 224)^2 = 1.31x the work of the whole image at the default overlap. Memory:
@@ -249,6 +250,40 @@ def default_tile(model: Upscaler) -> int:
 def default_batch_tiles(device: torch.device) -> int:
     """Tiles per forward pass when the caller does not say: see TILES_PER_BATCH."""
     return TILES_PER_BATCH["cpu" if device.type == "cpu" else "other"]
+
+
+class SelfEnsemble(nn.Module):
+    """Geometric self-ensemble (Lim et al. 2017, EDSR+; Timofte et al. 2016): the model on the 8 flips and 90-degree
+    turns of its input, each output turned back, and the 8 averaged. 8x the work, for about +0.1 dB PSNR on
+    PSNR-trained models; the output is equivariant to those transforms by construction."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.scale = getattr(model, "scale", None)
+        self.train(model.training)  # a new Module starts in training mode; keep the generator's own mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nhwc = x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+        total: torch.Tensor | None = None
+        for flip in (False, True):
+            for turns in range(4):
+                t = torch.rot90(x.flip(-1) if flip else x, turns, dims=(-2, -1))
+                t = t.contiguous(memory_format=torch.channels_last) if nhwc else t.contiguous()
+                y = self.model(t)
+                y = torch.rot90(y if y.dtype == torch.float64 else y.float(), -turns, dims=(-2, -1))
+                y = y.flip(-1) if flip else y
+                total = y if total is None else total.add_(y)
+        assert total is not None
+        return total.div_(8)
+
+
+def with_self_ensemble(model: Upscaler) -> ModelDescriptor:
+    """The model run as a geometric self-ensemble (SelfEnsemble); its label gains EDSR's "+" (srresnet+)."""
+    desc = describe(model)
+    if isinstance(desc.model, SelfEnsemble):
+        return desc
+    return dataclasses.replace(desc, model=SelfEnsemble(desc.model), self_ensemble=True)
 
 
 def run_model(

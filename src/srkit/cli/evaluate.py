@@ -37,9 +37,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sets = parse_sets(args.sets, args.data_dir)
     if args.out is not None and not str(args.out).strip():
         raise ValueError("--out is empty: name the folder the results go to")
-    out_dir = Path(args.out) if args.out else Path("runs") / "evaluate" / Path(str(args.model)).stem
+    default_out = Path("runs") / "evaluate" / (Path(str(args.model)).stem + ("+" if args.self_ensemble else ""))
+    out_dir = Path(args.out) if args.out else default_out
     refuse_out_inside(out_dir, [folder for _, folder in sets], "benchmark set")
     model = open_model(args.model, scale=args.scale, device=device)
+    if args.self_ensemble:
+        from srkit.inference import with_self_ensemble
+
+        model = with_self_ensemble(model)
     scale = model.scale
     dtype = resolve_precision(args.precision, device, model)
     lpips_model = None if args.lpips == "none" else LPIPS(args.lpips, data_dir=args.data_dir).to(device)
@@ -87,7 +92,10 @@ def _write_evaluation(
     summary = result.summary
     run_in = {torch.float32: "", torch.bfloat16: "; model run in bf16 (autocast)", torch.float16: "; model run in fp16"}
     lr = "" if args.degradation == "bicubic" else f"; LR degradation: {args.degradation} (not the protocol's bicubic)"
-    text = protocol(y_channel=not args.rgb) + lr + run_in[dtype]
+    ensemble = (
+        "; geometric self-ensemble x8 (flips and 90-degree turns, outputs averaged)" if args.self_ensemble else ""
+    )
+    text = protocol(y_channel=not args.rgb) + lr + run_in[dtype] + ensemble
     if rows:
         write_rows_csv(out_dir / "per_image.csv", rows)
         write_summary_json(
@@ -97,12 +105,14 @@ def _write_evaluation(
                 "scale": scale,
                 "lpips_net": args.lpips,
                 "degradation": args.degradation,
+                "self_ensemble": bool(args.self_ensemble),
                 "protocol": text,
                 "sets": summary,
                 "failed": [{"image": str(p), "reason": r} for p, r in failed],
             },
         )
-        console.print(summary_table(summary, title=f"{args.model} x{scale}", protocol_text=text))
+        name = f"{args.model}+" if args.self_ensemble else str(args.model)
+        console.print(summary_table(summary, title=f"{name} x{scale}", protocol_text=text))
         console.print(f"per-image rows: {out_dir / 'per_image.csv'}  summary: {out_dir / 'summary.json'}")
     return report_failed("image(s) could not be scored (left out of the means)", failed)
 
@@ -205,6 +215,11 @@ def register(sub: Any) -> None:
     p.add_argument("--save-images", action="store_true", help="also write the SR images")
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the Y channel")
     p.add_argument("--degradation", default="bicubic", help=DEGRADATION_HELP)
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="score the model averaged over the 8 flips and 90-degree turns of each LR image (EDSR's '+')",
+    )
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],

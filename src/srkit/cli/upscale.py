@@ -122,6 +122,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     shard = from_env()  # under torchrun: this rank's share of the files; rank 0 reports for all
     model, chosen_dtype = _upscale_model(args, device, files, quiet=not shard.main)
     tile = default_tile(model) if args.tile is None else args.tile
+    if args.self_ensemble:
+        from srkit.inference import with_self_ensemble
+
+        model = with_self_ensemble(model)  # after the tile is sized: the 8 passes run one after another
     face_model = None
     if args.faces or args.face_model:
         from srkit.descriptor import open_model
@@ -332,6 +336,11 @@ def _register_upscale(sub: Any) -> None:
         "bf16 is emulated and several times slower than fp32",
     )
     p.add_argument("--batch-size", type=int, default=1, help="same-size small images per forward pass (default 1)")
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the model over the 8 flips and 90-degree turns of each tile (EDSR's '+'; 8x slower)",
+    )
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,

@@ -1032,3 +1032,31 @@ def test_compiled_training_captures_the_step_and_keeps_the_weights_layout(
     cb = load_checkpoint(compiled / "checkpoints" / "latest.pt")
     assert ea["net_g"].keys() == cb["net_g"].keys()  # no _orig_mod. prefix: exports and resume are unchanged
     assert load_model(compiled / "checkpoints" / "best_psnr.safetensors").scale == 4
+
+
+def test_sigterm_stops_training_with_a_summary_and_resume_goes_on(images: dict[str, Path], tmp_path: Path) -> None:
+    """A session's stop (SIGTERM) unwinds like Ctrl-C: exit 130, summary.json says why, latest.pt resumes."""
+    import signal
+    import time
+
+    out = tmp_path / "runs"
+    overrides = _overrides(out, images, "term", train__steps=100000, train__val_every=100000, train__save_every=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("{}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "srkit.cli", "train", str(recipe), *(f"--{o}" for o in overrides)]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = out / "term" / "checkpoints" / "latest.pt"
+    deadline = time.monotonic() + 120
+    while not latest.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert latest.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in 120 s"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "srkit train: interrupted" in err
+    summary = json.loads((out / "term" / "summary.json").read_text())
+    assert summary["stop_reason"] == "error: Terminated: stopped by SIGTERM" and summary["step"] >= 2
+    saved = load_checkpoint(latest)["step"]
+    assert saved % 2 == 0 and saved <= summary["step"]
+    assert main(["train", "--resume", str(out / "term"), f"--train.steps={saved + 2}"]) == 0
+    assert json.loads((out / "term" / "summary.json").read_text())["step"] == saved + 2

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +28,31 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("srkit train needs a CONFIG.yaml (see configs/) or --resume RUN_DIR")
         config_path = Path(args.config)
     config = load_config(config_path, args.overrides)
-    run_dir = fit(config, resume=args.resume)
+    with _sigterm_as_interrupt():
+        run_dir = fit(config, resume=args.resume)
     print(f"run folder: {run_dir}")
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a session's or a scheduler's stop) during training: unwound like Ctrl-C, so the run's summary.json
+    is written with the reason; latest.pt stays the last one saved, and `srkit train --resume RUN` goes on."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -258,13 +258,19 @@ def test_batched_small_images_match_one_by_one(small_folder: Path, tmp_path: Pat
         assert im.mode == "L"
 
 
-def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
+def _tiny_weights_and_png(tmp_path: Path, h: int, w: int) -> tuple[Path, Path]:
+    """A tiny random SRResNet saved as weights, and an h x w photo-like PNG to upscale."""
     model = random_srresnet(width=8, num_blocks=2)
     weights = save_weights(
         model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs={"width": 8, "num_blocks": 2}
     )
     src = tmp_path / "in" / "x.png"
-    _write_png(src, (_photo(1, 40, 56)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    _write_png(src, (_photo(1, h, w)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    return weights, src
+
+
+def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
+    weights, src = _tiny_weights_and_png(tmp_path, 40, 56)
     base = ["upscale", str(src), "--model", str(weights), "--device", "cpu"]
     # fp32 named: --precision auto would pick bf16 on CPUs with AVX512-BF16/AMX.
     assert main([*base, "-o", str(tmp_path / "whole"), "--tile", "0", "--precision", "fp32"]) == 0
@@ -407,12 +413,7 @@ def test_self_ensemble_of_bicubic_is_bicubic_and_tiles_match_whole() -> None:
 def test_cli_self_ensemble_upscale_and_evaluate(tmp_path: Path) -> None:
     import json
 
-    model = random_srresnet(width=8, num_blocks=2)
-    weights = save_weights(
-        model, tmp_path / "tiny.safetensors", arch="srresnet", arch_kwargs={"width": 8, "num_blocks": 2}
-    )
-    src = tmp_path / "in" / "x.png"
-    _write_png(src, (_photo(1, 24, 32)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    weights, src = _tiny_weights_and_png(tmp_path, 24, 32)
     base = ["upscale", str(src), "--model", str(weights), "--device", "cpu", "--precision", "fp32", "--tile", "0"]
     assert main([*base, "-o", str(tmp_path / "plain")]) == 0
     assert main([*base, "-o", str(tmp_path / "ens"), "--self-ensemble"]) == 0

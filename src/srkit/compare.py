@@ -30,7 +30,7 @@ from srkit.evaluate import (
     make_lowres,
     summarize,
 )
-from srkit.inference import with_self_ensemble
+from srkit.inference import SELF_ENSEMBLE_TEXT, with_self_ensemble
 from srkit.metrics import LPIPS, protocol
 from srkit.models import build_generator, display_name, shipped_models
 
@@ -82,7 +82,7 @@ class Comparison:
     def protocol(self) -> str:
         lr = "" if self.degradation == "bicubic" else f", LR degradation: {self.degradation}"
         plus = any(s.self_ensemble for s in self.specs)
-        ensemble = "; MODEL+ = geometric self-ensemble x8 (flips and 90-degree turns, outputs averaged)" if plus else ""
+        ensemble = f"; MODEL+ = {SELF_ENSEMBLE_TEXT}" if plus else ""
         return protocol() + f"; x{self.scale}{lr}, LPIPS net: {self.lpips_net}{ensemble}"
 
     @property

@@ -86,7 +86,7 @@ def _on_cpu(model: nn.Module) -> nn.Module:
 
 
 def _check_exportable(model: nn.Module, what: str) -> None:
-    """Refuse models whose graphs cannot follow the input size, saying why (see the module docstring)."""
+    """Refuse a model in training mode: its graph would bake in BatchNorm's batch statistics."""
     if model.training:
         raise ValueError(f"export to {what} needs the model in eval mode (BatchNorm folded to running statistics)")
 

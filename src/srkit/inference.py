@@ -252,6 +252,10 @@ def default_batch_tiles(device: torch.device) -> int:
     return TILES_PER_BATCH["cpu" if device.type == "cpu" else "other"]
 
 
+# How tables and summaries name a self-ensembled row (evaluate --self-ensemble, compare MODEL+).
+SELF_ENSEMBLE_TEXT = "geometric self-ensemble x8 (flips and 90-degree turns, outputs averaged)"
+
+
 class SelfEnsemble(nn.Module):
     """Geometric self-ensemble (Lim et al. 2017, EDSR+; Timofte et al. 2016): the model on the 8 flips and 90-degree
     turns of its input, each output turned back, and the 8 averaged. 8x the work, for about +0.1 dB PSNR on

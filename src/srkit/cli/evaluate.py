@@ -86,15 +86,14 @@ def _write_evaluation(
     import torch
 
     from srkit.evaluate import summary_table, write_rows_csv, write_summary_json
+    from srkit.inference import SELF_ENSEMBLE_TEXT
     from srkit.metrics import protocol
 
     rows, failed = result.rows, result.failed
     summary = result.summary
     run_in = {torch.float32: "", torch.bfloat16: "; model run in bf16 (autocast)", torch.float16: "; model run in fp16"}
     lr = "" if args.degradation == "bicubic" else f"; LR degradation: {args.degradation} (not the protocol's bicubic)"
-    ensemble = (
-        "; geometric self-ensemble x8 (flips and 90-degree turns, outputs averaged)" if args.self_ensemble else ""
-    )
+    ensemble = f"; {SELF_ENSEMBLE_TEXT}" if args.self_ensemble else ""
     text = protocol(y_channel=not args.rgb) + lr + run_in[dtype] + ensemble
     if rows:
         write_rows_csv(out_dir / "per_image.csv", rows)

@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import platform
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -95,6 +96,16 @@ def load_model_like(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> t
     return twin.eval()
 
 
+def _source_step(meta: dict[str, str]) -> str:
+    """The training step the weights come from; for `srkit average` of milestones, their steps' range and count."""
+    if "averaged" not in meta:
+        return str(meta.get("step", "?"))
+    steps = [int(m.group(1)) for f in json.loads(meta["averaged"]) if (m := re.search(r"generator_step(\d+)", f))]
+    if not steps:
+        return "? (mean of weights that are not run milestones)"
+    return f"{min(steps)}-{max(steps)} (mean of {len(steps)} EMA milestones)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True)
@@ -152,12 +163,13 @@ def main() -> None:
     }.get(kind, "last step")
     if kind == "interpolated" and not args.chosen_by:
         chosen_by = f"network interpolation, alpha {meta.get('alpha', '?')} of the GAN model"
+    source_step = _source_step(meta)
     # An interpolation has no step of its own: the card names its alpha instead.
-    step_text = f"alpha {meta.get('alpha', '?')}" if kind == "interpolated" else f"step {meta.get('step', '?')}"
+    step_text = f"alpha {meta.get('alpha', '?')}" if kind == "interpolated" else f"step {source_step}"
     extra = {
         "name": args.name,
         "source_run": args.run.name,
-        "source_step": meta.get("step", "?"),
+        "source_step": source_step,
         "domain": args.domain,
         "chosen_by": chosen_by,
     }
@@ -279,7 +291,7 @@ Made by one command (`scripts/release_model.py` runs it in-process, float32):
         "domain": args.domain,
         "chosen_by": chosen_by,
         "training_iterations": int(summary.get("step", 0)),
-        "source_step": meta.get("step", "?"),
+        "source_step": source_step,
         "dataset": args.data_text or TRAINING_DATA,
         "pretrained_from": args.pretrained_from,
         "precision": "float16" if args.fp16 else "float32",

@@ -5,10 +5,11 @@ hardware per row, and compare's figures (the same crops across every model). Use
         bicubic \
         autoencoder=$RUNS/ladder_autoencoder/checkpoints/best_psnr.safetensors \
         srgan6=$RUNS/ladder_srgan6/checkpoints/best_lpips.safetensors@$RUNS/ladder_srresnet6,$RUNS/ladder_srgan6 \
-        "srgan16=srgan@2,400 steps (+ srresnet's), see its card"
+        "srgan16=srgan@41,000 + 2,400 | 250 + 52 min | AMD EPYC, 2 threads (its card)"
 
 Each row is LABEL=MODEL, optionally @ the run folders that trained it (their steps and wall times are summed,
-stage 1 first) or @ free text for a model whose runs are not on this machine (a shipped model: its card). A run
+stage 1 first) or @ free text for a model whose runs are not on this machine (a shipped model: its card), as
+"STEPS | WALL TIME | HARDWARE" to fill the three cells. A run
 folder alone (LABEL=RUN) stands for its best_lpips weights and itself. Writes OUT/table.md (the table, the
 protocol line, the command), OUT/compare.md/csv, OUT/per_image.csv and OUT/figures/.
 """
@@ -55,8 +56,11 @@ def training_cells(row: Row) -> tuple[str, str, str]:
     """(steps, wall time, hardware) of a row: summed over its runs' summary.json, or its text."""
     if row.model == "bicubic":
         return "-", "-", "-"
-    if not row.runs:
-        return row.text or "see the model's card", "", ""
+    if not row.runs:  # "STEPS | WALL | HARDWARE" (from its card), or one text for all three
+        cells = [c.strip() for c in row.text.split("|")] if row.text else ["see the model's card"]
+        if len(cells) > 3:
+            raise SystemExit(f"row {row.label!r}: '{row.text}' has {len(cells)} '|'-separated cells, expected at most 3")
+        return (cells[0], *(cells[1:] + ["", ""])[:2])
     steps, wall, hardware, approx = [], 0.0, [], False
     for run in row.runs:
         path = run / "summary.json"

@@ -59,8 +59,9 @@ def training_cells(row: Row) -> tuple[str, str, str]:
     if not row.runs:  # "STEPS | WALL | HARDWARE" (from its card), or one text for all three
         cells = [c.strip() for c in row.text.split("|")] if row.text else ["see the model's card"]
         if len(cells) > 3:
-            raise SystemExit(f"row {row.label!r}: '{row.text}' has {len(cells)} '|'-separated cells, expected at most 3")
-        return (cells[0], *(cells[1:] + ["", ""])[:2])
+            raise SystemExit(f"row {row.label!r}: '{row.text}' has {len(cells)} '|'-separated cells, expected 1 to 3")
+        steps, wall, hardware = [*cells, "", ""][:3]
+        return steps, wall, hardware
     steps, wall, hardware, approx = [], 0.0, [], False
     for run in row.runs:
         path = run / "summary.json"

@@ -50,6 +50,10 @@ def test_rows_and_training_cells(table: ModuleType, tmp_path: Path) -> None:
     assert table.training_cells(both) == ("3,000 (1000 + 2000)", "30 min", "Xeon, 2 threads; cpu")
     text = table.parse_row("srgan16=srgan@2,400 steps, see its card")
     assert text.runs == () and table.training_cells(text) == ("2,400 steps, see its card", "", "")
+    cells = table.parse_row("srgan16=srgan@41,000 + 2,400 | 250 + 52 min | AMD EPYC (its card)")
+    assert table.training_cells(cells) == ("41,000 + 2,400", "250 + 52 min", "AMD EPYC (its card)")
+    with pytest.raises(SystemExit, match=r"'srgan16'.* 4 '\|'-separated cells"):
+        table.training_cells(table.parse_row("srgan16=srgan@1 | 2 | 3 | 4"))
 
 
 def test_a_killed_run_is_read_from_its_step_log(table: ModuleType, tmp_path: Path) -> None:

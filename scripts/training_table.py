@@ -60,8 +60,8 @@ def training_cells(row: Row) -> tuple[str, str, str]:
         cells = [c.strip() for c in row.text.split("|")] if row.text else ["see the model's card"]
         if len(cells) > 3:
             raise SystemExit(f"row {row.label!r}: '{row.text}' has {len(cells)} '|'-separated cells, expected 1 to 3")
-        steps, wall, hardware = [*cells, "", ""][:3]
-        return steps, wall, hardware
+        first, second, third = [*cells, "", ""][:3]
+        return first, second, third
     steps, wall, hardware, approx = [], 0.0, [], False
     for run in row.runs:
         path = run / "summary.json"

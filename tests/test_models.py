@@ -13,11 +13,13 @@ from srkit.models import (
     WEIGHTS_FORMAT,
     available_models,
     build_generator,
+    freeze_batchnorm,
     load_model,
     model_scale,
     read_metadata,
     save_weights,
 )
+from testkit import random_srresnet
 
 TINY = {"width": 8, "num_blocks": 2, "scale": 4}
 
@@ -200,3 +202,25 @@ def test_every_shipped_model_has_a_record_matching_its_weights() -> None:
         if name.endswith(("_psnr", "_ssim")):
             assert name.rsplit("_", 1)[0] in shipped_models(), f"{name} ships without its best-LPIPS sibling"
         assert load_model(name).scale == infos[name].scale
+
+
+def test_freeze_batchnorm_uses_running_statistics_in_train_mode() -> None:
+    net = random_srresnet(width=8, num_blocks=2)
+    x = torch.rand(3, 3, 12, 12)
+    with torch.no_grad():
+        want = net(x)  # eval mode: running statistics
+    assert freeze_batchnorm(net) == 5  # 2 per block + the one after the body
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    out = net(x)
+    torch.testing.assert_close(out, want)  # train mode normalises the same way ...
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k  # ... and leaves every buffer alone
+    out.mean().backward()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+    # Its weights load into a plain model, which gives the same output.
+    plain = build_generator("srresnet", width=8, num_blocks=2).eval()
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), want)

@@ -55,6 +55,9 @@ class ModelConfig(_Section):
     scale: int = Field(default=4, ge=1, description="the upscaling factor")
     args: dict[str, Any] = Field(default_factory=dict)
     init_from: str | None = None  # weights (.safetensors) or a checkpoint (.pt) to start from (stage 2)
+    # BatchNorm layers normalise with their running statistics (from init_from) in training too; their scale and
+    # shift still learn. For fine-tuning SRResNet at a small batch, where batch and running statistics drift apart.
+    freeze_bn: bool = False
 
 
 class DiscriminatorConfig(_Section):

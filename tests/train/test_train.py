@@ -288,6 +288,39 @@ def test_stage2_warmup_leaves_generator_buffers_alone(
     _assert_same_tensors(load_checkpoint(run / "checkpoints" / "latest.pt")["net_g"], load_file(str(init)))
 
 
+def test_freeze_bn_keeps_running_statistics_and_trains_the_affine(
+    tmp_path: Path, images: dict[str, Path], stage1: tuple[Config, Path]
+) -> None:
+    # model.freeze_bn: BatchNorm normalises with the init's running statistics in training too (no train/eval
+    # mismatch), while every parameter, BatchNorm's scale and shift included, still learns.
+    init = stage1[1] / "checkpoints" / "best_psnr.safetensors"
+    init_state = load_file(str(init))
+    stats = [k for k in init_state if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    frozen = fit(_tiny(tmp_path, images, "frozen_bn", train__steps=3, model__freeze_bn=True, **_gan(init)))
+    net_g = load_checkpoint(frozen / "checkpoints" / "latest.pt")["net_g"]
+    _assert_same_tensors({k: net_g[k] for k in stats}, {k: init_state[k] for k in stats})
+    bn_affine = [k.rsplit(".", 1)[0] + ".weight" for k in stats if k.endswith("running_mean")]
+    assert all(not torch.equal(net_g[k], init_state[k]) for k in bn_affine)
+    # Without it the same run moves the running statistics.
+    plain = fit(_tiny(tmp_path, images, "plain_bn", train__steps=3, **_gan(init)))
+    net_g = load_checkpoint(plain / "checkpoints" / "latest.pt")["net_g"]
+    assert any(not torch.equal(net_g[k], init_state[k]) for k in stats)
+
+
+def test_freeze_bn_on_a_generator_without_batchnorm_is_refused(tmp_path: Path, images: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"model\.freeze_bn: rrdbnet has no BatchNorm"):
+        fit(
+            _tiny(
+                tmp_path,
+                images,
+                model__arch="rrdbnet",
+                model__args={"width": 8, "num_blocks": 1, "growth": 4},
+                model__freeze_bn=True,
+            )
+        )
+
+
 def test_stage2_init_from_checkpoint_and_mismatch(
     tmp_path: Path, images: dict[str, Path], stage1: tuple[Config, Path]
 ) -> None:

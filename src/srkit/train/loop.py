@@ -35,7 +35,7 @@ from srkit.data.pipeline import build_pairs, gather_sources
 from srkit.device import auto_precision, pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss, pixel_loss
 from srkit.metrics import LPIPS
-from srkit.models import build_generator, load_model, save_weights
+from srkit.models import build_generator, freeze_batchnorm, load_model, save_weights
 from srkit.train.logger import LogWindow, RunLogger, memory_report
 from srkit.train.schedule import ema_avg_fn, plan
 from srkit.train.state import Checkpoint, Networks, rng_state, set_rng_state
@@ -336,6 +336,8 @@ def _build_networks(config: Config, device: torch.device, *, fresh: bool) -> Net
     net_g: nn.Module = build_generator(m.arch, scale=m.scale, **m.args).to(device)
     if m.init_from and fresh:
         _init_generator(net_g, m.init_from, device)
+    if m.freeze_bn and freeze_batchnorm(net_g) == 0:
+        raise ValueError(f"model.freeze_bn: {m.arch} has no BatchNorm layers to freeze; expected a BatchNorm generator")
     net_d: nn.Module | None = None
     if config.discriminator.arch is not None:
         net_d = DISCRIMINATORS[config.discriminator.arch](**config.discriminator.args).to(device)

@@ -143,8 +143,7 @@ def describe_shipped() -> list[ShippedInfo]:
         kind = meta.get("kind", "")
         chosen = record.get("chosen_by") or meta.get("chosen_by") or _CHOSEN_BY.get(kind, kind or "-")
         step = meta.get("source_step")
-        if step in (None, "", "?") or "step" in chosen:  # averaged weights say their steps in chosen_by
-            step = None
+        step = None if step == "?" else step  # averaged weights: their chosen_by names the steps
         out.append(
             ShippedInfo(
                 name=name,

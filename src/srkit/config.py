@@ -140,6 +140,10 @@ class LossConfig(_Section):
 
     pixel: Literal["l1", "mse"] = "l1"
     pixel_weight: float = Field(default=1.0, ge=0)
+    # frequency separation (Fritsche et al. 2019): `pixel` between Gaussian low-passed SR and HR, added to the
+    # other terms with this weight; lowpass_sigma is the Gaussian's sigma in HR pixels
+    lowpass_weight: float = Field(default=0.0, ge=0)
+    lowpass_sigma: float = Field(default=1.5, gt=0)
     perceptual_weight: float = Field(default=0.0, ge=0)
     perceptual_arch: Literal["vgg16", "vgg19"] = "vgg19"
     # default: the arch's last ReLU (relu5_4 / relu5_3); "convX_Y" cuts before that conv's ReLU (ESRGAN's conv5_4)

@@ -7,6 +7,7 @@ variant is chosen by name (SRGAN: vanilla BCE; replication: LSGAN; ESRGAN: relat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,29 @@ def pixel_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     if kind == "mse":
         return F.mse_loss
     raise ValueError(f"pixel loss must be 'l1' or 'mse', got {kind!r}")
+
+
+def gaussian_lowpass(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) blurred by a Gaussian of `sigma` pixels: kernel 2 * ceil(3 * sigma) + 1, reflected borders
+    (torchvision's gaussian_blur, differentiable)."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    size = 2 * math.ceil(3 * sigma) + 1
+    return gaussian_blur(img, [size, size], [sigma, sigma])
+
+
+def lowpass_loss(kind: str, sigma: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The pixel distance (l1 / mse) between Gaussian low-passed SR and HR: frequency separation (Fritsche,
+    Gu and Timofte, ICCVW 2019). Fidelity is asked of the low frequencies alone, where PSNR is mostly won,
+    and the detail above them is left to the perceptual and adversarial terms."""
+    if not sigma > 0:
+        raise ValueError(f"low-pass sigma must be > 0 pixels, got {sigma}")
+    distance = pixel_loss(kind)
+
+    def loss(sr: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        return distance(gaussian_lowpass(sr, sigma), gaussian_lowpass(gt, sigma))
+
+    return loss
 
 
 class PerceptualLoss(nn.Module):

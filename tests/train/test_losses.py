@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from srkit.losses import ADVERSARIAL, artifact_loss, ldl_artifact_map, pixel_loss
+from srkit.losses import ADVERSARIAL, artifact_loss, gaussian_lowpass, ldl_artifact_map, lowpass_loss, pixel_loss
 
 REAL = [2.0, -1.0]  # D's logits for two real images
 FAKE = [0.5, -0.5]  # and for two generated ones
@@ -176,3 +176,66 @@ def test_normalized_perceptual_distance_matches_its_definition_and_ignores_featu
     f = loss.vgg.taps(sr, ["relu1_2"])[0]
     assert loss._distance(f, 2 * f).item() == pytest.approx(0.0, abs=1e-6)
     assert PerceptualLoss(arch="vgg16", layer="relu1_2", weights=None)._distance(f, 2 * f).item() > 0
+
+
+def _gauss_blur_by_hand(img: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W) blurred by a normalised Gaussian of radius ceil(3 sigma), borders mirrored without repeating the
+    edge pixel (numpy's 'reflect'), as two 1-D passes written out loop by loop."""
+    radius = math.ceil(3 * sigma)
+    taps = [math.exp(-(k * k) / (2 * sigma * sigma)) for k in range(-radius, radius + 1)]
+    taps = [t / sum(taps) for t in taps]
+    padded = np.pad(img, radius, mode="reflect")
+    h, w = img.shape
+    rows = np.zeros((h + 2 * radius, w))
+    for x in range(w):
+        rows[:, x] = sum(t * padded[:, x + i] for i, t in enumerate(taps))
+    out = np.zeros((h, w))
+    for y in range(h):
+        out[y] = sum(t * rows[y + i] for i, t in enumerate(taps))
+    return out
+
+
+def test_gaussian_lowpass_matches_a_hand_blur() -> None:
+    rng = np.random.default_rng(3)
+    img = rng.random((2, 3, 20, 17))
+    got = gaussian_lowpass(torch.from_numpy(img), 1.5).numpy()
+    for n in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(got[n, c], _gauss_blur_by_hand(img[n, c], 1.5), atol=1e-6)
+    flat = torch.full((1, 3, 12, 12), 0.3, dtype=torch.float64)
+    assert torch.allclose(gaussian_lowpass(flat, 2.0), flat)  # a normalised kernel keeps a flat image
+
+
+def test_lowpass_loss_sees_only_low_frequencies() -> None:
+    rng = np.random.default_rng(4)
+    gt = torch.from_numpy(rng.random((1, 3, 32, 32))).float()
+    # A one-pixel checkerboard (the highest frequency) on top of HR: low-passed it almost vanishes...
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1
+    high = gt + checker
+    # ...while a constant shift of the same L1 size passes the low-pass whole.
+    shift = gt + 0.1
+    l1 = lowpass_loss("l1", 1.5)
+    assert pixel_loss("l1")(high, gt).item() == pytest.approx(0.1, rel=1e-5)
+    assert l1(shift, gt).item() == pytest.approx(0.1, rel=1e-5)
+    assert l1(high, gt).item() < 0.01
+    noisy = gt + torch.from_numpy(rng.normal(0, 0.05, (1, 3, 32, 32))).float()
+    by_hand = np.mean(
+        [
+            np.abs(
+                _gauss_blur_by_hand(noisy[0, c].double().numpy(), 1.5)
+                - _gauss_blur_by_hand(gt[0, c].double().numpy(), 1.5)
+            )
+            for c in range(3)
+        ]
+    )
+    assert l1(noisy, gt).item() == pytest.approx(by_hand, rel=1e-4)
+    mse = lowpass_loss("mse", 1.5)
+    assert mse(shift, gt).item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_lowpass_loss_passes_gradients_and_checks_sigma() -> None:
+    sr = torch.rand(2, 3, 24, 24, requires_grad=True)
+    lowpass_loss("l1", 1.0)(sr, torch.rand(2, 3, 24, 24)).backward()
+    assert sr.grad is not None and sr.grad.abs().sum() > 0 and torch.isfinite(sr.grad).all()
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        lowpass_loss("l1", 0.0)

@@ -140,3 +140,15 @@ def test_gradient_accumulation_gives_the_whole_batch_update() -> None:
     assert not _same(whole_g, init_g)  # and a step was taken
     with pytest.raises(ValueError, match=r"into 1\.\.4 micro-batches, got 5"):
         generator_step(whole_g, opt_g, lq, gt, objective=objective, accumulate=5)
+
+
+def test_lowpass_term_is_weighted_and_logged() -> None:
+    from srkit.losses import lowpass_loss
+
+    net_g, _, lq, gt = _nets()
+    objective = Objective(pixel=F.l1_loss, lowpass=lowpass_loss("l1", 1.0), lowpass_weight=5.0)
+    sr, logs, bad = generator_step(net_g, torch.optim.Adam(net_g.parameters(), 1e-3), lq, gt, objective=objective)
+    assert bad is None and set(logs) == {"l_pix", "l_low", "loss_g"}
+    expected = 5.0 * lowpass_loss("l1", 1.0)(sr.detach().float(), gt).item()
+    assert logs["l_low"] == pytest.approx(expected, rel=1e-5)
+    assert logs["loss_g"] == pytest.approx(logs["l_pix"] + logs["l_low"], rel=1e-6)

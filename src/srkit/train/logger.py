@@ -21,6 +21,7 @@ TRAIN_FIELDS = (
     "step",
     "loss_g",
     "l_pix",
+    "l_low",
     "l_percep",
     "l_adv",
     "l_artif",

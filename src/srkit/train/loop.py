@@ -33,7 +33,7 @@ from srkit.config import Config, LossConfig, OptimConfig, TrainConfig, dump_conf
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset
 from srkit.data.pipeline import build_pairs, gather_sources
 from srkit.device import auto_precision, pick_device
-from srkit.losses import ADVERSARIAL, PerceptualLoss, pixel_loss
+from srkit.losses import ADVERSARIAL, PerceptualLoss, lowpass_loss, pixel_loss
 from srkit.metrics import LPIPS
 from srkit.models import build_generator, freeze_batchnorm, load_model, save_weights
 from srkit.train.logger import LogWindow, RunLogger, memory_report
@@ -397,6 +397,8 @@ def _objective(
     objective = Objective(
         pixel=pixel_loss(loss.pixel),
         pixel_weight=loss.pixel_weight,
+        lowpass=lowpass_loss(loss.pixel, loss.lowpass_sigma) if loss.lowpass_weight > 0 else None,
+        lowpass_weight=loss.lowpass_weight,
         perceptual=percep,
         perceptual_weight=loss.perceptual_weight,
         g_adversarial=g_loss if with_d else None,

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from srkit.losses import artifact_loss
 
-LOSS_TERMS = ("l_pix", "l_percep", "l_adv", "l_artif", "loss_g", "loss_d")  # in the order a step computes them
+LOSS_TERMS = ("l_pix", "l_low", "l_percep", "l_adv", "l_artif", "loss_g", "loss_d")  # in the order a step computes them
 
 Logs = dict[str, float]
 # Given a step's logged loss terms, the first that is not finite (None: all are). The DDP version asks
@@ -39,10 +39,13 @@ def first_nonfinite(logs: Logs) -> str | None:
 
 @dataclass
 class Objective:
-    """The generator's loss: weighted pixel, perceptual and adversarial terms (weight 0 leaves one out)."""
+    """The generator's loss: weighted pixel, low-passed pixel, perceptual and adversarial terms (weight 0 leaves
+    one out)."""
 
     pixel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     pixel_weight: float = 1.0
+    lowpass: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # losses.lowpass_loss, or None
+    lowpass_weight: float = 0.0
     perceptual: nn.Module | None = None  # a losses.PerceptualLoss, or None for no perceptual term
     perceptual_weight: float = 0.0
     g_adversarial: AdversarialLoss | None = None  # the generator's side of a losses.ADVERSARIAL pair
@@ -101,6 +104,10 @@ def _generator_loss(
         l_pix = objective.pixel_weight * objective.pixel(sr.float(), gt)
         loss_g = loss_g + l_pix
         logs["l_pix"] = l_pix.item()
+    if objective.lowpass is not None and objective.lowpass_weight > 0:
+        l_low = objective.lowpass_weight * objective.lowpass(sr.float(), gt)
+        loss_g = loss_g + l_low
+        logs["l_low"] = l_low.item()
     if objective.perceptual is not None and objective.perceptual_weight > 0:
         l_percep = objective.perceptual_weight * objective.perceptual(sr, gt)
         loss_g = loss_g + l_percep

@@ -291,9 +291,10 @@ class Config(_Section):
         if self.loss.adversarial_weight > 0 and self.discriminator.arch is None:
             raise ValueError("loss.adversarial_weight > 0 needs a discriminator (discriminator.arch: srgan)")
         loss = self.loss
-        if loss.pixel_weight == 0 and loss.perceptual_weight == 0 and loss.adversarial_weight == 0:
+        weights = (loss.pixel_weight, loss.lowpass_weight, loss.perceptual_weight, loss.adversarial_weight)
+        if not any(w > 0 for w in weights):
             raise ValueError(
-                "the generator loss is empty: loss.pixel_weight, loss.perceptual_weight and "
+                "the generator loss is empty: loss.pixel_weight, loss.lowpass_weight, loss.perceptual_weight and "
                 "loss.adversarial_weight are all 0 (expected at least one > 0)"
             )
         if self.train.accumulate > self.data.batch_size:

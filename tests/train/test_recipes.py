@@ -41,6 +41,7 @@ NEW_RECIPES = (
     "srgan_percep_x4",
     "srgan_normfeat_x4",
     "srresnet_blur_x4",
+    "srgan_freqsep_x4",
 )
 
 
@@ -121,7 +122,7 @@ def _check_run(run: Path, *, pixel: bool, percep: bool, adv: bool) -> list[dict[
     for r in rows:
         present = {k: r[k] != "" for k in ("l_pix", "l_percep", "l_adv", "loss_d")}
         assert present == {"l_pix": pixel, "l_percep": percep, "l_adv": adv, "loss_d": adv}, r
-        parts = [float(r[k]) for k in ("l_pix", "l_percep", "l_adv", "l_artif") if r[k] != ""]
+        parts = [float(r[k]) for k in ("l_pix", "l_low", "l_percep", "l_adv", "l_artif") if r[k] != ""]
         assert all(math.isfinite(v) for v in parts) and math.isfinite(float(r["loss_g"]))
         assert float(r["loss_g"]) == pytest.approx(sum(parts), rel=1e-5)
     assert (run / "checkpoints" / "best_psnr.safetensors").is_file()
@@ -176,11 +177,14 @@ def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_d
         "srgan_percep_x4",
         "srgan_normfeat_x4",
         "srresnet_blur_x4",
+        "srgan_freqsep_x4",
     ):
         # stage 2: start from (tiny, untrained) stage-1 weights, as the recipe does
         kwargs = {"scale": 4, **TINY_G["srresnet"]}
         init = save_weights(SRResNet(**kwargs), tmp_path / "init.safetensors", arch="srresnet", arch_kwargs=kwargs)
         extra["model__init_from"] = str(init)
+    if name == "srgan_freqsep_x4":
+        extra["optim__d_warmup_steps"] = 0  # the recipe's D-only start would take both steps
     if name == "srgan_unet_ldl_x4":
         extra["train__accumulate"] = 2  # the batch of 2 as two micro-batches: the loop passes it through
     config = _recipe(name, tmp_path, images, data_dir, **extra)
@@ -190,6 +194,7 @@ def test_recipe_trains_two_steps(tmp_path: Path, images: dict[str, Path], data_d
         run, pixel=loss.pixel_weight > 0, percep=loss.perceptual_weight > 0, adv=loss.adversarial_weight > 0
     )
     assert all((r["l_artif"] != "") == (loss.artifact_weight > 0) for r in rows)
+    assert all((r["l_low"] != "") == (loss.lowpass_weight > 0) for r in rows)
 
 
 # recipe settings ------------------------------------------------------------------------------------------
@@ -335,6 +340,22 @@ PUBLISHED: dict[str, Published] = {
             "loss.adversarial_weight": 0.005,
         },
     ),
+    "srgan_freqsep_x4": Published(
+        "srgan_percep's loss plus frequency separation (Fritsche, Gu and Timofte, ICCVW 2019): a pixel L1 on "
+        "Gaussian low-passed SR and HR, so fidelity is asked of the low band and texture is left to VGG and GAN",
+        {
+            "model.arch": "srresnet",
+            "model.init_from": "srgan_percep",
+            "loss.pixel": "l1",
+            "loss.lowpass_weight": 10.0,
+            "loss.lowpass_sigma": 1.0,
+            "loss.perceptual_weight": 1.0,
+            "loss.perceptual_criterion": "l1",
+            "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+            "loss.adversarial": "ragan",
+            "loss.adversarial_weight": 0.005,
+        },
+    ),
     "srgan_normfeat_x4": Published(
         "Zhang et al. 2018 (LPIPS paper) sec. 3: the unlearned deep-feature distance, unit-normalised over channels, "
         "squared L2, averaged over space, summed over VGG relu1_2..relu5_x with weight 1; ESRGAN's RaGAN at 0.005",
@@ -433,6 +454,10 @@ def test_loss_config_errors() -> None:
     no_loss = ["loss.pixel_weight=0"]
     with pytest.raises(ValueError, match="generator loss is empty"):
         load_config(None, no_loss)
+    only_lowpass = load_config(None, ["loss.pixel_weight=0", "loss.lowpass_weight=1"])
+    assert only_lowpass.loss.lowpass_weight == 1.0  # the low-passed pixel term alone is a loss
+    with pytest.raises(ValueError, match=r"loss\.lowpass_sigma.: must be > 0"):
+        load_config(None, ["loss.lowpass_sigma=0"])
     with pytest.raises(ValueError, match=r"loss\.pixel_weight.*>= 0"):
         load_config(None, ["loss.pixel_weight=-1"])
     with pytest.raises(ValueError, match="'relu5_4' is not a vgg16 layer") as info:

@@ -21,6 +21,7 @@ Variants (each one switch over the base, configs/srgan_x4.yaml from the shipped 
   ldl       + LDL's artifact-map loss (Liang et al. 2022) at weight 1, against the EMA generator
   compile   train.compile=true (torch.compile of both networks): the same model, only the speed should move
   multilayer  Real-ESRGAN's perceptual term: L1 on five VGG layers before activation, weights 0.1/0.1/1/1/1
+  lowpass   + frequency separation (Fritsche et al. 2019): 10 x L1 between Gaussian (sigma 1) low-passed SR and HR
   seed1, seed2  the base with another seed (data order, discriminator init): their spread with the base's is the
             noise a difference must beat (printed under the table)
 
@@ -64,6 +65,7 @@ def variants(arch: str) -> dict[str, list[str]]:
             "--loss.perceptual_criterion=l1",
             "--loss.perceptual_weight=0.006",
         ],
+        "lowpass": ["--loss.lowpass_weight=10", "--loss.lowpass_sigma=1.0"],
         "seed1": ["--train.seed=1"],
         "seed2": ["--train.seed=2"],
     }

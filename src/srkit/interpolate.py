@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,40 @@ def average_weights(paths: Sequence[Path | str], out: Path) -> Path:
     _refuse_input_as_output(paths, out)
     model, arch, kwargs = _mix(list(paths), [1.0 / len(paths)] * len(paths), what="average")
     meta = {"kind": "averaged", "averaged": json.dumps([str(p) for p in paths]), "formula": "mean of the files"}
+    return save_weights(model, Path(out), arch=arch, arch_kwargs=kwargs, meta=meta)
+
+
+def fuse(low: Path | str, high: Path | str, sigma: float) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """The frequency fusion of two models (archs.fusion.FrequencyFusion: `low`'s output below a Gaussian of `sigma`
+    HR pixels, `high`'s above it), eval mode, CPU; its arch and arch_kwargs. Files or shipped names, one scale."""
+    from srkit.archs import FrequencyFusion
+
+    parts = [_mix([path], [1.0], what="fuse") for path in (low, high)]
+    scales = [int(kwargs.get("scale", getattr(net, "scale", 4))) for net, _, kwargs in parts]
+    if scales[0] != scales[1]:
+        raise ValueError(f"cannot fuse a x{scales[0]} model ({low}) with a x{scales[1]} one ({high}): both must match")
+    if any(arch == "freqfusion" for _, arch, _ in parts):
+        raise ValueError("fuse two plain models, not a fusion: fuse its own low and high models again instead")
+    specs = [{"arch": arch, "args": {k: v for k, v in kwargs.items() if k != "scale"}} for _, arch, kwargs in parts]
+    kwargs: dict[str, Any] = {"scale": scales[0], "low": specs[0], "high": specs[1], "sigma": float(sigma)}
+    model = FrequencyFusion(**kwargs)
+    state = {f"{role}.{k}": v for role, (net, _, _) in zip(("low", "high"), parts, strict=True)
+             for k, v in net.state_dict().items()}  # fmt: skip
+    model.load_state_dict(state, strict=True)
+    return model.eval(), "freqfusion", kwargs
+
+
+def fuse_models(low: Path | str, high: Path | str, sigma: float, out: Path) -> Path:
+    """Write the frequency fusion of `low` (a PSNR model) and `high` (a GAN model) to `out`; returns `out`."""
+    _refuse_input_as_output([low, high], out)
+    model, arch, kwargs = fuse(low, high, sigma)
+    meta = {
+        "kind": "fused",
+        "fused_low": str(low),
+        "fused_high": str(high),
+        "sigma": repr(float(sigma)),
+        "formula": "high(x) + G_sigma * (low(x) - high(x)), G_sigma a Gaussian of sigma HR pixels",
+    }
     return save_weights(model, Path(out), arch=arch, arch_kwargs=kwargs, meta=meta)
 
 
@@ -122,10 +156,41 @@ def _mix(
 
 @dataclass(frozen=True)
 class AlphaScore:
-    alpha: float
+    """One setting of a mix (interpolate's alpha, fuse's sigma) scored on validation images."""
+
+    alpha: float  # the setting: alpha for interpolate, sigma for fuse
     psnr: float
     ssim: float
     lpips: float | None
+
+
+def sweep(
+    make: Callable[[float], torch.nn.Module],
+    folder: Path,
+    *,
+    values: Sequence[float],
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    scale: int = 4,
+) -> tuple[list[AlphaScore], float]:
+    """The model `make(value)` for each value, scored on a folder of HR images (validation images, never a
+    benchmark), and bicubic's PSNR there."""
+    # Each (HR, LR) pair read and degraded once, not once per value.
+    images = [
+        EvalImage(i.name, functools.partial(lambda pair: pair, i.load()), i.source)
+        for i in folder_images(folder, scale=scale)
+    ]
+    bicubic = evaluate_images(open_model("bicubic", scale=scale), images, set_name="val", scale=scale,
+                              device=device, lpips_model=None)  # fmt: skip
+    scores = []
+    for value in values:
+        rows = evaluate_images(
+            make(value).to(device), images, set_name="val", scale=scale, device=device, lpips_model=lpips_model
+        )
+        summary = summarize(rows)["val"]
+        lp = summary.mean("lpips")
+        scores.append(AlphaScore(value, summary.mean("psnr") or math.nan, summary.mean("ssim") or math.nan, lp))
+    return scores, summarize(bicubic)["val"].mean("psnr") or math.nan
 
 
 def sweep_alpha(
@@ -139,32 +204,42 @@ def sweep_alpha(
     scale: int = 4,
 ) -> tuple[list[AlphaScore], float]:
     """Each blend scored on a folder of HR images (validation images, never a benchmark), and bicubic's PSNR there."""
-    # Each (HR, LR) pair read and degraded once, not once per alpha.
-    images = [
-        EvalImage(i.name, functools.partial(lambda pair: pair, i.load()), i.source)
-        for i in folder_images(folder, scale=scale)
-    ]
-    bicubic = evaluate_images(open_model("bicubic", scale=scale), images, set_name="val", scale=scale,
-                              device=device, lpips_model=None)  # fmt: skip
-    scores = []
-    for alpha in alphas:
-        model, _, _ = blend(a, b, alpha)
-        rows = evaluate_images(
-            model.to(device), images, set_name="val", scale=scale, device=device, lpips_model=lpips_model
-        )
-        summary = summarize(rows)["val"]
-        lp = summary.mean("lpips")
-        scores.append(AlphaScore(alpha, summary.mean("psnr") or math.nan, summary.mean("ssim") or math.nan, lp))
-    return scores, summarize(bicubic)["val"].mean("psnr") or math.nan
+    return sweep(
+        lambda alpha: blend(a, b, alpha)[0], folder, values=alphas, device=device, lpips_model=lpips_model, scale=scale
+    )
 
 
-def choose_alpha(scores: Sequence[AlphaScore], *, bicubic_psnr: float, min_gain: float) -> AlphaScore:
-    """The blend with the lowest LPIPS among those at least `min_gain` dB above bicubic (PSNR when no LPIPS)."""
+def sweep_sigma(
+    low: Path,
+    high: Path,
+    folder: Path,
+    *,
+    sigmas: Sequence[float],
+    device: torch.device,
+    lpips_model: LPIPS | None,
+    scale: int = 4,
+) -> tuple[list[AlphaScore], float]:
+    """Each fusion (one per sigma) scored on a folder of HR images, and bicubic's PSNR there."""
+    return sweep(
+        lambda sigma: fuse(low, high, sigma)[0], folder, values=sigmas, device=device, lpips_model=lpips_model,
+        scale=scale,
+    )  # fmt: skip
+
+
+def choose_alpha(
+    scores: Sequence[AlphaScore],
+    *,
+    bicubic_psnr: float,
+    min_gain: float,
+    what: str = "alpha",
+    more: str = "smaller alphas",
+) -> AlphaScore:
+    """The mix with the lowest LPIPS among those at least `min_gain` dB above bicubic (PSNR when no LPIPS)."""
     allowed = [s for s in scores if s.psnr >= bicubic_psnr + min_gain]
     if not allowed:
         best = max(s.psnr for s in scores)
         raise ValueError(
-            f"no alpha reaches bicubic + {min_gain:g} dB = {bicubic_psnr + min_gain:.2f} dB on the validation "
-            f"images (best {best:.2f} dB): lower --min-psnr-gain or add smaller alphas"
+            f"no {what} reaches bicubic + {min_gain:g} dB = {bicubic_psnr + min_gain:.2f} dB on the validation "
+            f"images (best {best:.2f} dB): lower --min-psnr-gain or add {more}"
         )
     return min(allowed, key=lambda s: (s.lpips if s.lpips is not None else -s.psnr, -s.psnr))

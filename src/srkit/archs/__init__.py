@@ -8,6 +8,7 @@ from srkit.archs.autoencoder import ConvAutoencoder
 from srkit.archs.bicubic import Bicubic
 from srkit.archs.compact import Compact
 from srkit.archs.esrgan_discriminator import ESRGANDiscriminator
+from srkit.archs.fusion import FrequencyFusion
 from srkit.archs.pixelshuffle import PixelShuffleGenerator
 from srkit.archs.rrdbnet import RRDBNet
 from srkit.archs.srgan_discriminator import SRGANDiscriminator
@@ -22,6 +23,7 @@ GENERATORS: dict[str, type[nn.Module]] = {
     "autoencoder": ConvAutoencoder,
     "pixelshuffle": PixelShuffleGenerator,
     "compact": Compact,  # Real-ESRGAN's SRVGGNetCompact layout: fast on CPUs
+    "freqfusion": FrequencyFusion,  # two of the above joined in frequency (srkit fuse)
 }
 
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
@@ -37,6 +39,7 @@ __all__ = [
     "Compact",
     "ConvAutoencoder",
     "ESRGANDiscriminator",
+    "FrequencyFusion",
     "PixelShuffleGenerator",
     "RRDBNet",
     "SRGANDiscriminator",

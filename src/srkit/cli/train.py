@@ -1,4 +1,4 @@
-"""`srkit train`, `plot`, `interpolate`, `average`, `viz features` and `summary`: making and inspecting models."""
+"""`srkit train`, `plot`, `interpolate`, `fuse`, `average`, `viz features`, `summary`: making and inspecting models."""
 
 from __future__ import annotations
 
@@ -64,40 +64,76 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choose_on(args: argparse.Namespace, *, knob: str, values_arg: str, sweep: Any, more: str) -> float:
+    """--choose-on: every value of the comma list `values_arg` scored on the validation folder by `sweep`, the
+    table printed, and the value with the lowest LPIPS at least --min-psnr-gain dB above bicubic returned."""
+    from srkit.device import pick_device
+    from srkit.interpolate import choose_alpha
+    from srkit.metrics import LPIPS
+
+    raw = getattr(args, values_arg)
+    try:
+        values = [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{values_arg} must be comma-separated numbers, got {raw!r}") from None
+    device = pick_device(args.device)
+    lpips_model = LPIPS("alex", data_dir=args.data_dir).to(device)
+    scores, bicubic = sweep(values, Path(args.choose_on), device, lpips_model)
+    chosen = choose_alpha(scores, bicubic_psnr=bicubic, min_gain=args.min_psnr_gain, what=knob, more=more)
+    print(f"validation images: {args.choose_on} (bicubic PSNR {bicubic:.2f} dB)")
+    print(f"| {knob} | PSNR | SSIM | LPIPS |\n|---:|---:|---:|---:|")
+    for s in scores:
+        mark = " (chosen)" if s is chosen else ""
+        lpips = "-" if s.lpips is None else f"{s.lpips:.4f}"
+        print(f"| {s.alpha:g}{mark} | {s.psnr:.2f} | {s.ssim:.4f} | {lpips} |")
+    return chosen.alpha
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """srkit interpolate A B --alpha X -o OUT: (1 - X) * A + X * B, weight by weight (ESRGAN sec. 3.4).
 
     With --choose-on VAL_FOLDER: every alpha of --alphas scored on those HR images, the table printed, and the
     blend with the lowest LPIPS among those at least --min-psnr-gain dB above bicubic written.
     """
-    from srkit.interpolate import choose_alpha, interpolate_weights, sweep_alpha
+    from srkit.interpolate import interpolate_weights, sweep_alpha
 
     out = Path(args.output)
     refuse_existing(out, overwrite=args.overwrite)
     alpha = args.alpha
     if args.choose_on:
-        from srkit.device import pick_device
-        from srkit.metrics import LPIPS
 
-        try:
-            alphas = [float(v) for v in args.alphas.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"--alphas must be comma-separated numbers in [0, 1], got {args.alphas!r}") from None
-        device = pick_device(args.device)
-        lpips_model = LPIPS("alex", data_dir=args.data_dir).to(device)
-        scores, bicubic = sweep_alpha(
-            Path(args.a), Path(args.b), Path(args.choose_on), alphas=alphas, device=device, lpips_model=lpips_model
-        )
-        chosen = choose_alpha(scores, bicubic_psnr=bicubic, min_gain=args.min_psnr_gain)
-        print(f"validation images: {args.choose_on} (bicubic PSNR {bicubic:.2f} dB)")
-        print("| alpha | PSNR | SSIM | LPIPS |\n|---:|---:|---:|---:|")
-        for s in scores:
-            mark = " (chosen)" if s is chosen else ""
-            lpips = "-" if s.lpips is None else f"{s.lpips:.4f}"
-            print(f"| {s.alpha:g}{mark} | {s.psnr:.2f} | {s.ssim:.4f} | {lpips} |")
-        alpha = chosen.alpha
+        def run(values: list[float], folder: Path, device: Any, lpips_model: Any) -> Any:
+            return sweep_alpha(
+                Path(args.a), Path(args.b), folder, alphas=values, device=device, lpips_model=lpips_model
+            )
+
+        alpha = _choose_on(args, knob="alpha", values_arg="alphas", sweep=run, more="smaller alphas")
     interpolate_weights(Path(args.a), Path(args.b), alpha, out)
     print(f"wrote {out} = {1 - alpha:g} * {args.a} + {alpha:g} * {args.b}")
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    """srkit fuse LOW HIGH --sigma S -o OUT: LOW's output below a Gaussian of S HR pixels, HIGH's above it.
+
+    With --choose-on VAL_FOLDER: every sigma of --sigmas scored on those HR images, the table printed, and the
+    fusion with the lowest LPIPS among those at least --min-psnr-gain dB above bicubic written.
+    """
+    from srkit.interpolate import fuse_models, sweep_sigma
+
+    out = Path(args.output)
+    refuse_existing(out, overwrite=args.overwrite)
+    sigma = args.sigma
+    if args.choose_on:
+
+        def run(values: list[float], folder: Path, device: Any, lpips_model: Any) -> Any:
+            return sweep_sigma(
+                Path(args.low), Path(args.high), folder, sigmas=values, device=device, lpips_model=lpips_model
+            )
+
+        sigma = _choose_on(args, knob="sigma", values_arg="sigmas", sweep=run, more="larger sigmas")
+    fuse_models(Path(args.low), Path(args.high), sigma, out)
+    print(f"wrote {out} = {args.low} below a Gaussian of sigma {sigma:g} HR px + {args.high} above it")
     return 0
 
 
@@ -189,6 +225,30 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", "--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser(
+        "fuse",
+        help="join two models in frequency: LOW's output below a Gaussian of sigma HR pixels, HIGH's above it",
+        description="Frequency fusion: SR = HIGH(x) + G_sigma * (LOW(x) - HIGH(x)). LOW is the PSNR-oriented model "
+        "(its colours, shading and coarse edges are kept), HIGH the GAN model (its texture is kept). The two may "
+        "differ in architecture; the fused model runs both.",
+    )
+    p.add_argument("low", help="the PSNR-oriented model (.safetensors or a shipped name), e.g. srresnet")
+    p.add_argument("high", help="the GAN model of the same scale (.safetensors or a shipped name), e.g. srgan_percep")
+    p.add_argument("--sigma", type=float, default=1.0, help="the Gaussian's sigma in HR pixels (default 1.0)")
+    p.add_argument(
+        "--choose-on",
+        metavar="VAL_FOLDER",
+        default=None,
+        help="choose sigma on these HR validation images (never a benchmark set): the lowest LPIPS at least "
+        "--min-psnr-gain dB above bicubic",
+    )
+    p.add_argument("--sigmas", default="0.5,0.75,1,1.5,2,3", help="sigmas --choose-on tries")
+    p.add_argument("--min-psnr-gain", type=float, default=1.0, help="dB over bicubic a chosen fusion keeps (1.0)")
+    add_device_args(p)
+    p.add_argument("-o", "--output", "--out", required=True, help="output .safetensors file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser(
         "average",

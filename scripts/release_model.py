@@ -163,9 +163,14 @@ def main() -> None:
     }.get(kind, "last step")
     if kind == "interpolated" and not args.chosen_by:
         chosen_by = f"network interpolation, alpha {meta.get('alpha', '?')} of the GAN model"
+    if kind == "fused" and not args.chosen_by:
+        chosen_by = f"frequency fusion (srkit fuse), sigma {meta.get('sigma', '?')} HR px"
     source_step = _source_step(meta)
-    # An interpolation has no step of its own: the card names its alpha instead.
-    step_text = f"alpha {meta.get('alpha', '?')}" if kind == "interpolated" else f"step {source_step}"
+    # An interpolation or a fusion has no step of its own: the card names its alpha or sigma instead.
+    step_text = {
+        "interpolated": f"alpha {meta.get('alpha', '?')}",
+        "fused": f"fusion, sigma {meta.get('sigma', '?')}",
+    }.get(kind, f"step {source_step}")
     extra = {
         "name": args.name,
         "source_run": args.run.name,

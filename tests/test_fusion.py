@@ -77,6 +77,18 @@ def test_fusion_of_different_architectures_loads_from_its_file(tmp_path: Path) -
         torch.testing.assert_close(loaded(lq), built(lq), atol=0, rtol=0)
 
 
+def test_bicubic_is_a_parameter_free_member(pair: tuple[Path, Path]) -> None:
+    from srkit.ops import upscale_bicubic
+
+    fused, _, kwargs = fuse("bicubic", pair[1], 1.0)
+    assert kwargs["low"] == {"arch": "bicubic", "args": {}}
+    lq = random_batch(1, 10, 12, seed=9)
+    with torch.no_grad():
+        sharp = load_model(pair[1])(lq)
+        expected = sharp + gaussian_lowpass(upscale_bicubic(lq, 4).clamp(0, 1) - sharp, 1.0)
+        torch.testing.assert_close(fused(lq), expected, atol=2e-6, rtol=0)
+
+
 def test_tiled_equals_whole(pair: tuple[Path, Path]) -> None:
     fused, _, _ = fuse(*pair, 1.5)
     lq = random_batch(1, 40, 36, seed=8)

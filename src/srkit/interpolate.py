@@ -71,7 +71,7 @@ def fuse(low: Path | str, high: Path | str, sigma: float) -> tuple[torch.nn.Modu
     HR pixels, `high`'s above it), eval mode, CPU; its arch and arch_kwargs. Files or shipped names, one scale."""
     from srkit.archs import FrequencyFusion
 
-    parts = [_mix([path], [1.0], what="fuse") for path in (low, high)]
+    parts = [_plain(path) for path in (low, high)]
     scales = [int(kwargs.get("scale", getattr(net, "scale", 4))) for net, _, kwargs in parts]
     if scales[0] != scales[1]:
         raise ValueError(f"cannot fuse a x{scales[0]} model ({low}) with a x{scales[1]} one ({high}): both must match")
@@ -84,6 +84,13 @@ def fuse(low: Path | str, high: Path | str, sigma: float) -> tuple[torch.nn.Modu
              for k, v in net.state_dict().items()}  # fmt: skip
     model.load_state_dict(state, strict=True)
     return model.eval(), "freqfusion", kwargs
+
+
+def _plain(path: Path | str) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """A file or shipped name as (network, arch, arch_kwargs); "bicubic" is the parameter-free baseline."""
+    if str(path) == "bicubic":
+        return build_generator("bicubic", scale=4), "bicubic", {"scale": 4}
+    return _mix([path], [1.0], what="fuse")
 
 
 def fuse_models(low: Path | str, high: Path | str, sigma: float, out: Path) -> Path:

@@ -22,8 +22,10 @@ def _image(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_names_each_arch() -> None:
-    # RRDBNet / VGG128 and the baselines: test_esrgan_archs.py; the U-Net: test_unet_discriminator.py.
-    assert sorted(GENERATORS) == ["autoencoder", "bicubic", "compact", "pixelshuffle", "rrdbnet", "srresnet"]
+    # RRDBNet / VGG128 and the baselines: test_esrgan_archs.py; the U-Net: test_unet_discriminator.py;
+    # the frequency fusion: tests/test_fusion.py.
+    expected = ["autoencoder", "bicubic", "compact", "freqfusion", "pixelshuffle", "rrdbnet", "srresnet"]
+    assert sorted(GENERATORS) == expected
     assert GENERATORS["bicubic"] is Bicubic and GENERATORS["srresnet"] is SRResNet
     assert sorted(DISCRIMINATORS) == ["esrgan_vgg128", "srgan", "unet_sn"]
     assert DISCRIMINATORS["srgan"] is SRGANDiscriminator

@@ -33,7 +33,9 @@ def gaussian_taps(sigma: float) -> torch.Tensor:
 
 
 class FrequencyFusion(nn.Module):
-    """`low`'s output below a Gaussian of `sigma` HR pixels plus `high`'s above it (see the module docstring).
+    """Frequency fusion: one model's output below a Gaussian of sigma HR pixels, another's above it.
+
+    SR = high(x) + G_sigma * (low(x) - high(x)); see the module docstring.
 
     low / high: {"arch": name, "args": {...}} of two srkit generators of this `scale`; their weights live under
     `low.` and `high.` in the state dict. The Gaussian is a fixed, non-persistent buffer: the file holds only the

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from srkit.archs import FrequencyFusion
 from srkit.archs.fusion import gaussian_taps
@@ -16,7 +15,7 @@ from srkit.inference import upscale_tiled
 from srkit.interpolate import fuse, fuse_models
 from srkit.losses import gaussian_lowpass
 from srkit.models import build_generator, load_model, read_metadata, save_weights
-from testkit import random_batch
+from testkit import noise_pngs, random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,6 +54,19 @@ def test_fusion_is_high_plus_the_low_band_of_the_difference(pair: tuple[Path, Pa
         torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
         # ...which is LOW's low band plus HIGH's high band.
         torch.testing.assert_close(got, gaussian_lowpass(a, sigma) + b - gaussian_lowpass(b, sigma), atol=2e-6, rtol=0)
+
+
+def test_a_sweep_moves_only_the_band_edge(pair: tuple[Path, Path]) -> None:
+    from srkit.interpolate import fusions
+
+    at = fusions(*pair)  # the two networks read once, the sigma set per value
+    lq = random_batch(1, 10, 9, seed=11)
+    for sigma in (2.0, 0.6):
+        fresh, _, _ = fuse(*pair, sigma)
+        with torch.no_grad():
+            torch.testing.assert_close(at(sigma)(lq), fresh(lq), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="sigma must be in"):
+        at(-1.0)
 
 
 def test_fusing_a_model_with_itself_gives_the_model(tmp_path: Path, pair: tuple[Path, Path]) -> None:
@@ -118,11 +130,7 @@ def test_fusion_errors(tmp_path: Path, pair: tuple[Path, Path]) -> None:
 def test_cli_fuse_chooses_sigma_on_validation_images(
     tmp_path: Path, pair: tuple[Path, Path], data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    val = tmp_path / "val"
-    val.mkdir()
-    for i in range(2):
-        rgb = (random_batch(1, 48, 40, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
-        Image.fromarray(rgb).save(val / f"v{i}.png")
+    val = noise_pngs(tmp_path / "val", 2)
     out = tmp_path / "chosen.safetensors"
     args = ["fuse", str(pair[0]), str(pair[1]), "-o", str(out), "--choose-on", str(val), "--sigmas", "0.5,2"]
     status = main([*args, "--min-psnr-gain", "-100", "--device", "cpu", "--data-dir", str(data_dir)])

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from srkit.cli import main
 from srkit.interpolate import AlphaScore, average_weights, choose_alpha, interpolate_weights
 from srkit.models import build_generator, load_model, read_metadata, save_weights
-from testkit import random_batch
+from testkit import noise_pngs, random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,13 +132,7 @@ def test_choose_alpha_takes_the_lowest_lpips_above_the_psnr_floor() -> None:
 def test_cli_chooses_alpha_on_validation_images(
     tmp_path: Path, pair: tuple[Path, Path], data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from PIL import Image
-
-    val = tmp_path / "val"
-    val.mkdir()
-    for i in range(2):
-        rgb = (random_batch(1, 48, 40, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
-        Image.fromarray(rgb).save(val / f"v{i}.png")
+    val = noise_pngs(tmp_path / "val", 2)
     a, b = pair
     out = tmp_path / "chosen.safetensors"
     args = ["interpolate", str(a), str(b), "-o", str(out), "--choose-on", str(val), "--alphas", "0,0.5,1"]

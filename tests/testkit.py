@@ -110,3 +110,12 @@ def textured_png(path: Path, w: int, h: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path)
     return path
+
+
+def noise_pngs(folder: Path, n: int, *, w: int = 40, h: int = 48) -> Path:
+    """`folder` holding n w x h RGB PNGs of uniform noise (random_batch seeds 0..n-1), made if missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rgb = (random_batch(1, h, w, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
+        Image.fromarray(rgb).save(folder / f"v{i}.png")
+    return folder

@@ -46,9 +46,20 @@ def interpolate_weights(a: Path, b: Path, alpha: float, out: Path) -> Path:
 def blend(a: Path, b: Path, alpha: float) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """The blended network (eval mode, CPU), its arch and arch_kwargs; see interpolate_weights. A and B are
     .safetensors files or shipped models' names."""
+    weights = _alpha_weights(alpha)
+    return _combine(_read([a, b], what="interpolate"), weights)
+
+
+def blends(a: Path, b: Path) -> Callable[[float], torch.nn.Module]:
+    """alpha -> the blended network, A and B read once (for sweeps over alpha)."""
+    files = _read([a, b], what="interpolate")
+    return lambda alpha: _combine(files, _alpha_weights(alpha))[0]
+
+
+def _alpha_weights(alpha: float) -> list[float]:
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (0 = A, the PSNR model; 1 = B, the GAN model), got {alpha}")
-    return _mix([a, b], [1.0 - alpha, alpha], what="interpolate")
+    return [1.0 - alpha, alpha]
 
 
 def average_weights(paths: Sequence[Path | str], out: Path) -> Path:
@@ -86,6 +97,20 @@ def fuse(low: Path | str, high: Path | str, sigma: float) -> tuple[torch.nn.Modu
     return model.eval(), "freqfusion", kwargs
 
 
+def fusions(low: Path | str, high: Path | str) -> Callable[[float], torch.nn.Module]:
+    """sigma -> the fusion at that sigma; the two models read and built once (for sweeps over sigma)."""
+    from srkit.archs import FrequencyFusion
+
+    model, _, _ = fuse(low, high, 1.0)
+    assert isinstance(model, FrequencyFusion)
+
+    def at(sigma: float) -> torch.nn.Module:
+        model.set_sigma(sigma)
+        return model
+
+    return at
+
+
 def _plain(path: Path | str) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """A file or shipped name as (network, arch, arch_kwargs); "bicubic" is the parameter-free baseline."""
     if str(path) == "bicubic":
@@ -118,6 +143,21 @@ def _mix(
 ) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """sum_i weights[i] * state_i over files (or shipped names) of one architecture; integer buffers (BatchNorm's
     num_batches_tracked) from the last file, as counters do not blend."""
+    return _combine(_read(paths, what=what), weights)
+
+
+@dataclass(frozen=True)
+class _Files:
+    """Weights files of one architecture, read and checked to hold the same tensors."""
+
+    files: list[Path]
+    arch: str
+    kwargs: dict[str, Any]
+    states: list[dict[str, torch.Tensor]]
+
+
+def _read(paths: Sequence[Path | str], *, what: str) -> _Files:
+    """The files (or shipped names) read, checked to share one arch, arch_kwargs, keys, shapes and dtypes."""
     shipped = shipped_models()
     files = [shipped.get(str(p), Path(p)) for p in paths]
     for path in files:
@@ -145,6 +185,12 @@ def _mix(
                     f"{key}: {first} has {tuple(ta.shape)} {ta.dtype}, {path} has {tuple(tb.shape)} {tb.dtype} "
                     "(expected the same)"
                 )
+    return _Files(files, metas[0]["arch"], kwargs_first, states)
+
+
+def _combine(read: _Files, weights: Sequence[float]) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """sum_i weights[i] * state_i as a network (eval mode, CPU), its arch and arch_kwargs."""
+    files, states, kwargs_first = read.files, read.states, read.kwargs
     mixed: dict[str, torch.Tensor] = {}
     for key, t0 in states[0].items():
         if t0.is_floating_point():
@@ -152,13 +198,13 @@ def _mix(
             mixed[key] = torch.as_tensor(total).to(t0.dtype)
         else:
             mixed[key] = states[-1][key].clone()  # counters (num_batches_tracked) are not blendable: the last file's
-    model = build_generator(metas[0]["arch"], **kwargs_first)
+    model = build_generator(read.arch, **kwargs_first)
     try:
         model.load_state_dict(mixed, strict=True)
     except RuntimeError as err:  # missing/unexpected keys or shapes: the files' tensors are not this arch's
         names = ", ".join(str(f) for f in files)
-        raise ValueError(f"{names}: weights do not fit arch {metas[0]['arch']!r}: {err}") from err
-    return model.eval(), metas[0]["arch"], kwargs_first
+        raise ValueError(f"{names}: weights do not fit arch {read.arch!r}: {err}") from err
+    return model.eval(), read.arch, kwargs_first
 
 
 @dataclass(frozen=True)
@@ -198,39 +244,6 @@ def sweep(
         lp = summary.mean("lpips")
         scores.append(AlphaScore(value, summary.mean("psnr") or math.nan, summary.mean("ssim") or math.nan, lp))
     return scores, summarize(bicubic)["val"].mean("psnr") or math.nan
-
-
-def sweep_alpha(
-    a: Path,
-    b: Path,
-    folder: Path,
-    *,
-    alphas: Sequence[float],
-    device: torch.device,
-    lpips_model: LPIPS | None,
-    scale: int = 4,
-) -> tuple[list[AlphaScore], float]:
-    """Each blend scored on a folder of HR images (validation images, never a benchmark), and bicubic's PSNR there."""
-    return sweep(
-        lambda alpha: blend(a, b, alpha)[0], folder, values=alphas, device=device, lpips_model=lpips_model, scale=scale
-    )
-
-
-def sweep_sigma(
-    low: Path,
-    high: Path,
-    folder: Path,
-    *,
-    sigmas: Sequence[float],
-    device: torch.device,
-    lpips_model: LPIPS | None,
-    scale: int = 4,
-) -> tuple[list[AlphaScore], float]:
-    """Each fusion (one per sigma) scored on a folder of HR images, and bicubic's PSNR there."""
-    return sweep(
-        lambda sigma: fuse(low, high, sigma)[0], folder, values=sigmas, device=device, lpips_model=lpips_model,
-        scale=scale,
-    )  # fmt: skip
 
 
 def choose_alpha(

@@ -53,13 +53,19 @@ class FrequencyFusion(nn.Module):
         sigma: float = 1.0,
     ) -> None:
         super().__init__()
-        if not isinstance(sigma, int | float) or not 0 < sigma <= MAX_SIGMA:
-            raise ValueError(f"fusion sigma must be in (0, {MAX_SIGMA:g}] HR pixels, got {sigma!r}")
         self.scale = scale
-        self.sigma = float(sigma)
         self.low = _member("low", low or {"arch": "srresnet"}, scale)
         self.high = _member("high", high or {"arch": "srresnet"}, scale)
-        self.register_buffer("taps", gaussian_taps(self.sigma), persistent=False)
+        self.set_sigma(sigma)
+
+    def set_sigma(self, sigma: float) -> None:
+        """Move the band edge to a Gaussian of `sigma` HR pixels (the networks stay as they are)."""
+        if not isinstance(sigma, int | float) or not 0 < sigma <= MAX_SIGMA:
+            raise ValueError(f"fusion sigma must be in (0, {MAX_SIGMA:g}] HR pixels, got {sigma!r}")
+        self.sigma = float(sigma)
+        old = getattr(self, "taps", None)
+        taps = gaussian_taps(self.sigma)
+        self.register_buffer("taps", taps if old is None else taps.to(old.device), persistent=False)
 
     def blur(self, img: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) convolved with the Gaussian, separably, borders reflected (replicated where an image is

@@ -64,11 +64,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _choose_on(args: argparse.Namespace, *, knob: str, values_arg: str, sweep: Any, more: str) -> float:
-    """--choose-on: every value of the comma list `values_arg` scored on the validation folder by `sweep`, the
-    table printed, and the value with the lowest LPIPS at least --min-psnr-gain dB above bicubic returned."""
+def _choose_on(args: argparse.Namespace, *, knob: str, values_arg: str, make: Any, more: str) -> float:
+    """--choose-on: the model `make(value)` for every value of the comma list `values_arg` scored on the
+    validation folder, the table printed, and the value with the lowest LPIPS at least --min-psnr-gain dB above
+    bicubic returned."""
     from srkit.device import pick_device
-    from srkit.interpolate import choose_alpha
+    from srkit.interpolate import choose_alpha, sweep
     from srkit.metrics import LPIPS
 
     raw = getattr(args, values_arg)
@@ -78,7 +79,7 @@ def _choose_on(args: argparse.Namespace, *, knob: str, values_arg: str, sweep: A
         raise ValueError(f"--{values_arg} must be comma-separated numbers, got {raw!r}") from None
     device = pick_device(args.device)
     lpips_model = LPIPS("alex", data_dir=args.data_dir).to(device)
-    scores, bicubic = sweep(values, Path(args.choose_on), device, lpips_model)
+    scores, bicubic = sweep(make, Path(args.choose_on), values=values, device=device, lpips_model=lpips_model)
     chosen = choose_alpha(scores, bicubic_psnr=bicubic, min_gain=args.min_psnr_gain, what=knob, more=more)
     print(f"validation images: {args.choose_on} (bicubic PSNR {bicubic:.2f} dB)")
     print(f"| {knob} | PSNR | SSIM | LPIPS |\n|---:|---:|---:|---:|")
@@ -95,19 +96,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     With --choose-on VAL_FOLDER: every alpha of --alphas scored on those HR images, the table printed, and the
     blend with the lowest LPIPS among those at least --min-psnr-gain dB above bicubic written.
     """
-    from srkit.interpolate import interpolate_weights, sweep_alpha
+    from srkit.interpolate import blends, interpolate_weights
 
     out = Path(args.output)
     refuse_existing(out, overwrite=args.overwrite)
     alpha = args.alpha
     if args.choose_on:
-
-        def run(values: list[float], folder: Path, device: Any, lpips_model: Any) -> Any:
-            return sweep_alpha(
-                Path(args.a), Path(args.b), folder, alphas=values, device=device, lpips_model=lpips_model
-            )
-
-        alpha = _choose_on(args, knob="alpha", values_arg="alphas", sweep=run, more="smaller alphas")
+        make = blends(Path(args.a), Path(args.b))
+        alpha = _choose_on(args, knob="alpha", values_arg="alphas", make=make, more="smaller alphas")
     interpolate_weights(Path(args.a), Path(args.b), alpha, out)
     print(f"wrote {out} = {1 - alpha:g} * {args.a} + {alpha:g} * {args.b}")
     return 0
@@ -119,19 +115,14 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     With --choose-on VAL_FOLDER: every sigma of --sigmas scored on those HR images, the table printed, and the
     fusion with the lowest LPIPS among those at least --min-psnr-gain dB above bicubic written.
     """
-    from srkit.interpolate import fuse_models, sweep_sigma
+    from srkit.interpolate import fuse_models, fusions
 
     out = Path(args.output)
     refuse_existing(out, overwrite=args.overwrite)
     sigma = args.sigma
     if args.choose_on:
-
-        def run(values: list[float], folder: Path, device: Any, lpips_model: Any) -> Any:
-            return sweep_sigma(
-                Path(args.low), Path(args.high), folder, sigmas=values, device=device, lpips_model=lpips_model
-            )
-
-        sigma = _choose_on(args, knob="sigma", values_arg="sigmas", sweep=run, more="larger sigmas")
+        make = fusions(Path(args.low), Path(args.high))
+        sigma = _choose_on(args, knob="sigma", values_arg="sigmas", make=make, more="larger sigmas")
     fuse_models(Path(args.low), Path(args.high), sigma, out)
     print(f"wrote {out} = {args.low} below a Gaussian of sigma {sigma:g} HR px + {args.high} above it")
     return 0

@@ -42,6 +42,7 @@ NEW_RECIPES = (
     "srgan_normfeat_x4",
     "srresnet_blur_x4",
     "srgan_freqsep_x4",
+    "esrgan_small_x4",
 )
 
 
@@ -149,6 +150,20 @@ def esrgan_run(
     """esrgan_x4 shrunk, initialised from the shrunk rrdb_psnr run as the recipe says."""
     init = rrdb_psnr_run / "checkpoints" / "best_psnr.safetensors"
     return fit(_recipe("esrgan_x4", tmp_path_factory.mktemp("runs"), images, data_dir, model__init_from=str(init)))
+
+
+def test_esrgan_small_recipe_trains_from_the_psnr_run(
+    tmp_path: Path, images: dict[str, Path], data_dir: Path, rrdb_psnr_run: Path
+) -> None:
+    init = rrdb_psnr_run / "checkpoints" / "best_psnr.safetensors"
+    config = _recipe(
+        "esrgan_small_x4", tmp_path, images, data_dir, model__init_from=str(init), optim__d_warmup_steps=0
+    )
+    rows = _check_run(fit(config), pixel=True, percep=True, adv=True)
+    assert all(r["l_low"] == "" for r in rows)
+    ckpt = load_checkpoint(tmp_path / "esrgan_small_x4" / "checkpoints" / "latest.pt")
+    assert ckpt["config"]["discriminator"]["arch"] == "srgan"
+    assert ckpt["config"]["model"]["init_from"] == str(init)
 
 
 def test_rrdb_psnr_recipe_trains(rrdb_psnr_run: Path) -> None:
@@ -354,6 +369,24 @@ PUBLISHED: dict[str, Published] = {
             "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
             "loss.adversarial": "ragan",
             "loss.adversarial_weight": 0.005,
+        },
+    ),
+    "esrgan_small_x4": Published(
+        "ESRGAN's stage 2 (RRDBNet from its L1 stage, relativistic average GAN at 0.005, VGG features before "
+        "activation with an L1 distance, lr 1e-4, batch 16) with Real-ESRGAN's multi-layer feature weights and "
+        "pixel weight 1 (Wang et al. 2021, Real-ESRGAN sec. 4.1)",
+        {
+            "model.arch": "rrdbnet",
+            "loss.pixel": "l1",
+            "loss.pixel_weight": 1.0,
+            "loss.perceptual_weight": 1.0,
+            "loss.perceptual_criterion": "l1",
+            "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+            "loss.adversarial": "ragan",
+            "loss.adversarial_weight": 0.005,
+            "optim.lr_g": 1e-4,
+            "optim.lr_d": 1e-4,
+            "data.batch_size": 16,
         },
     ),
     "srgan_normfeat_x4": Published(

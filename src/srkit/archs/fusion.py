@@ -69,7 +69,12 @@ class FrequencyFusion(nn.Module):
 
     def blur(self, img: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) convolved with the Gaussian, separably, borders reflected (replicated where an image is
-        smaller than the kernel's radius)."""
+        smaller than the kernel's radius).
+
+        Written here rather than calling torchvision's gaussian_blur (which the training loss uses): its taps
+        are a buffer that TorchScript and ONNX export carry as they are, and an image smaller than the radius
+        (a tiny tile) still works where reflect padding would fail. tests/test_fusion.py holds it equal to
+        torchvision's blur."""
         n, c, h, w = img.shape
         radius = (self.taps.numel() - 1) // 2
         mode = "reflect" if min(h, w) > radius else "replicate"

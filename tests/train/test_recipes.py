@@ -156,9 +156,7 @@ def test_esrgan_small_recipe_trains_from_the_psnr_run(
     tmp_path: Path, images: dict[str, Path], data_dir: Path, rrdb_psnr_run: Path
 ) -> None:
     init = rrdb_psnr_run / "checkpoints" / "best_psnr.safetensors"
-    config = _recipe(
-        "esrgan_small_x4", tmp_path, images, data_dir, model__init_from=str(init), optim__d_warmup_steps=0
-    )
+    config = _recipe("esrgan_small_x4", tmp_path, images, data_dir, model__init_from=str(init), optim__d_warmup_steps=0)
     rows = _check_run(fit(config), pixel=True, percep=True, adv=True)
     assert all(r["l_low"] == "" for r in rows)
     ckpt = load_checkpoint(tmp_path / "esrgan_small_x4" / "checkpoints" / "latest.pt")

@@ -245,6 +245,18 @@ ESRGAN_LOSS: dict[str, Any] = {
 }
 
 
+# Real-ESRGAN's generator loss (sec. 4.1: L1 1.0; perceptual 1.0 as L1 on VGG19 conv1_2/2_2/3_4/4_4/5_4 before
+# activation, weighted 0.1/0.1/1/1/1) with ESRGAN's RaGAN at 5e-3: shared by srgan_percep, srgan_freqsep, esrgan_small.
+PERCEP_LOSS: dict[str, Any] = {
+    "loss.pixel": "l1",
+    "loss.pixel_weight": 1.0,
+    "loss.perceptual_weight": 1.0,
+    "loss.perceptual_criterion": "l1",
+    "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+    "loss.adversarial": "ragan",
+    "loss.adversarial_weight": 0.005,
+}
+
 # Each recipe checked against its source, not against a copy of its YAML: a value here is one the paper or
 # report states. Settings the sources leave open (init paths, validation, step counts) are not listed.
 PUBLISHED: dict[str, Published] = {
@@ -344,13 +356,7 @@ PUBLISHED: dict[str, Published] = {
         {
             "model.arch": "srresnet",
             "model.init_from": "srresnet",
-            "loss.pixel": "l1",
-            "loss.pixel_weight": 1.0,
-            "loss.perceptual_weight": 1.0,
-            "loss.perceptual_criterion": "l1",
-            "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
-            "loss.adversarial": "ragan",
-            "loss.adversarial_weight": 0.005,
+            **PERCEP_LOSS,
         },
     ),
     "srgan_freqsep_x4": Published(
@@ -359,14 +365,9 @@ PUBLISHED: dict[str, Published] = {
         {
             "model.arch": "srresnet",
             "model.init_from": "srgan_percep",
-            "loss.pixel": "l1",
+            **PERCEP_LOSS,
             "loss.lowpass_weight": 10.0,
             "loss.lowpass_sigma": 1.0,
-            "loss.perceptual_weight": 1.0,
-            "loss.perceptual_criterion": "l1",
-            "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
-            "loss.adversarial": "ragan",
-            "loss.adversarial_weight": 0.005,
         },
     ),
     "esrgan_small_x4": Published(
@@ -375,13 +376,7 @@ PUBLISHED: dict[str, Published] = {
         "pixel weight 1 (Wang et al. 2021, Real-ESRGAN sec. 4.1)",
         {
             "model.arch": "rrdbnet",
-            "loss.pixel": "l1",
-            "loss.pixel_weight": 1.0,
-            "loss.perceptual_weight": 1.0,
-            "loss.perceptual_criterion": "l1",
-            "loss.perceptual_layers": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
-            "loss.adversarial": "ragan",
-            "loss.adversarial_weight": 0.005,
+            **PERCEP_LOSS,
             "optim.lr_g": 1e-4,
             "optim.lr_d": 1e-4,
             "data.batch_size": 16,

@@ -307,7 +307,9 @@ def test_cli_upscale_tiled_options(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         (["--precision", "fp16"], "fp16 is for CUDA"),
-        (["--tile", "20"], "at most tile / 2 = 10, got 32"),
+        (["--tile", "20"], "--tile-overlap (its default, 32) must be at most --tile / 2 = 10, got 32: give --tile 64"),
+        (["--tile", "20", "--tile-overlap", "11"], "--tile-overlap must be at most --tile / 2 = 10, got 11"),
+        (["--tile", "20", "--tile-overlap", "-1"], "tile overlap must be >= 0"),
         (["--tile", "-1"], "--tile must be >= 0"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
     ],

@@ -134,9 +134,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         if model.backend != "torch":
             raise ValueError(f"--faces runs both models with PyTorch: use --backend torch (not {model.backend})")
         face_model = open_model(args.face_model or default_face_model(), device=device)
+    overlap = OVERLAP if args.tile_overlap is None else args.tile_overlap
+    if tile and overlap > tile // 2:
+        given = "" if args.tile_overlap is not None else f" (its default, {OVERLAP})"
+        raise ValueError(
+            f"--tile-overlap{given} must be at most --tile / 2 = {tile // 2}, got {overlap}: "
+            f"give --tile {2 * overlap} or more, or --tile-overlap {tile // 2} or less"
+        )
     options = TileOptions(
         tile=tile or None,
-        overlap=OVERLAP if args.tile_overlap is None else args.tile_overlap,
+        overlap=overlap,
         dtype=chosen_dtype if chosen_dtype is not None else resolve_precision(args.precision, device, model),
         batch_tiles=args.tile_batch,
         channels_last=args.channels_last,

@@ -171,6 +171,8 @@ def main() -> None:
         "interpolated": f"alpha {meta.get('alpha', '?')}",
         "fused": f"fusion, sigma {meta.get('sigma', '?')}",
     }.get(kind, f"step {source_step}")
+    # A --chosen-by for an interpolation or fusion names its alpha / sigma itself: say it once.
+    step_cell = "" if args.chosen_by and kind in ("interpolated", "fused") else f" ({step_text})"
     extra = {
         "name": args.name,
         "source_run": args.run.name,
@@ -255,7 +257,7 @@ def main() -> None:
 | architecture | `{meta["arch"]}` {meta["arch_kwargs"]}, x4, {n_params:,} parameters |
 | weights | `src/srkit/weights/{args.name}.safetensors` (from run `{args.run.name}`, {step_text}) |
 | training data | {args.data_text or TRAINING_DATA} |
-| domain / chosen by | {args.domain} / {chosen_by} ({step_text}){precision_cell} |
+| domain / chosen by | {args.domain} / {chosen_by}{step_cell}{precision_cell} |
 | degradation | {degradation_text} |
 | hardware | {hardware} |
 

@@ -69,6 +69,41 @@ def test_a_sweep_moves_only_the_band_edge(pair: tuple[Path, Path]) -> None:
         at(-1.0)
 
 
+def test_a_sweep_runs_each_network_once_per_image(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    from srkit.interpolate import Remembered, fusions, sweep
+
+    val = noise_pngs(tmp_path / "val", 2)
+    at = fusions(*pair)
+    sigmas = [0.5, 1.0, 2.0]
+    scores, bicubic = sweep(at, val, values=sigmas, device=CPU, lpips_model=None)
+    members = [at(1.0).low, at(1.0).high]
+    assert all(isinstance(m, Remembered) for m in members)
+    assert [m.runs for m in members] == [2, 2]  # two images, three sigmas: each network ran twice, not six times
+    # ...and every sigma scores what a fusion built afresh at that sigma scores.
+    fresh, bicubic_fresh = sweep(lambda s: fuse(*pair, s)[0], val, values=sigmas, device=CPU, lpips_model=None)
+    assert [(s.psnr, s.ssim) for s in scores] == [(s.psnr, s.ssim) for s in fresh]
+    assert bicubic == bicubic_fresh
+    assert len({s.psnr for s in scores}) == 3  # the band edge did move
+
+
+def test_remembered_keeps_within_its_budget_and_never_under_grad(pair: tuple[Path, Path]) -> None:
+    from srkit.interpolate import Remembered
+
+    lq = random_batch(1, 8, 8, seed=5)
+    kept = Remembered(load_model(pair[0]))
+    with torch.no_grad():
+        first = kept(lq)
+        assert kept(lq.clone()) is first and kept.runs == 1  # same contents: the kept output
+        kept(lq + 0.01)  # other contents: a new pass
+        assert kept.runs == 2
+    kept(lq)  # grad enabled: a training caller must get a fresh graph, not a kept output
+    assert kept.runs == 3
+    none = Remembered(load_model(pair[0]), max_bytes=0)
+    with torch.no_grad():
+        a, b = none(lq), none(lq)
+    assert none.runs == 2 and none.kept_bytes == 0 and torch.equal(a, b)
+
+
 def test_fusing_a_model_with_itself_gives_the_model(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     same, _, _ = fuse(pair[0], pair[0], 1.0)
     lq = random_batch(1, 9, 11, seed=4)

@@ -60,3 +60,25 @@ def test_select_channels() -> None:
     assert select_channels(feats, count=99, order="first") == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="channels"):
         select_channels(feats, count=0, order="first")
+
+
+def test_viz_features_finds_an_image_of_a_benchmark_set(weights: Path, tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "feat.png"  # the README's form: SET/FILE, from any working directory
+    argv = ["viz", "features", "--model", str(weights), "--image", "Set5/butterfly.png", "--channels", "4"]
+    assert main([*argv, "-o", str(out), "--device", "cpu", "--data-dir", str(data_dir)]) == 0
+    assert out.is_file()
+
+
+def test_resolve_image_names_what_it_tried(tmp_path: Path, image: Path) -> None:
+    from srkit.evaluate import resolve_image
+
+    bench = tmp_path / "data" / "benchmarks" / "Mine"
+    bench.mkdir(parents=True)
+    (bench / "a.png").write_bytes(image.read_bytes())
+    data = tmp_path / "data"
+    assert resolve_image(image, data_dir=data) == image  # a file is itself
+    assert resolve_image("Mine/a.png", data_dir=data) == bench / "a.png"
+    with pytest.raises(FileNotFoundError, match=r"'Mine/b.png', neither here nor in benchmark set Mine .*a\.png"):
+        resolve_image("Mine/b.png", data_dir=data)
+    with pytest.raises(FileNotFoundError, match=r"'Other/a.png' \(give an image file, or SET/FILE"):
+        resolve_image("Other/a.png", data_dir=data)

@@ -64,6 +64,31 @@ def resolve_set(name_or_path: str, *, data_dir: str | Path | None = None) -> tup
     return name_or_path, candidate
 
 
+def resolve_image(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> Path:
+    """An image file, or SET/FILE naming one in a benchmark set (`Set14/baboon.png` -> <data>/benchmarks/Set14/...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    parts = path.parts
+    if len(parts) == 2 and not path.is_absolute():
+        try:
+            _, folder = resolve_set(parts[0], data_dir=data_dir)
+        except MissingDataError:
+            folder = None
+        if folder is not None and (folder / parts[1]).is_file():
+            return folder / parts[1]
+        if folder is not None:
+            known = ", ".join(p.name for p in benchmark_images(folder)[:6])
+            raise FileNotFoundError(
+                f"image file not found: {str(name_or_path)!r}, neither here nor in benchmark set {parts[0]} "
+                f"({folder}), which holds e.g. {known}"
+            )
+    raise FileNotFoundError(
+        f"image file not found: {str(name_or_path)!r} (give an image file, or SET/FILE for one of a benchmark set, "
+        "e.g. Set14/baboon.png)"
+    )
+
+
 def super_resolve(
     model: Upscaler, lq: torch.Tensor, *, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch import nn
 from srkit import fs, image_io
 from srkit.archs.vgg import VGGFeatures, layer_names
 from srkit.descriptor import open_model
-from srkit.evaluate import load_pair, super_resolve
+from srkit.evaluate import load_pair, resolve_image, super_resolve
 from srkit.metrics import rgb_to_y
 from srkit.models import display_name
 
@@ -212,7 +212,7 @@ def visualize_features(
     desc = open_model(model, scale=scale, device=device)
     net_g: nn.Module = desc.model
     scale = desc.scale
-    path = Path(image)
+    path = resolve_image(image, data_dir=data_dir)
     gt, lq = load_pair(path, scale=scale)
     sr = super_resolve(net_g, lq, device=device)
     extractor = VGGFeatures(arch=arch, layer=layer, data_dir=data_dir)

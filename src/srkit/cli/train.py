@@ -257,7 +257,11 @@ def register(sub: Any) -> None:
     viz_sub = viz.add_subparsers(dest="viz_command", required=True, metavar="VIZ_COMMAND")
     p = viz_sub.add_parser("features", help="VGG feature maps of a model's SR and the HR image, side by side")
     p.add_argument("--model", default="bicubic", help="bicubic, a shipped model's name, or a .safetensors file")
-    p.add_argument("--image", required=True, help="an HR image (cropped to a multiple of the scale)")
+    p.add_argument(
+        "--image",
+        required=True,
+        help="an HR image (cropped to a multiple of the scale), or SET/FILE of a benchmark set, e.g. Set14/baboon.png",
+    )
     p.add_argument("--layer", default="relu2_2", help="VGG layer, e.g. relu2_2, conv5_4 (default relu2_2)")
     p.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"], help="VGG variant (default vgg16)")
     p.add_argument("--channels", type=int, default=16, help="feature maps to draw (default 16)")

@@ -22,6 +22,8 @@ Variants (each one switch over the base, configs/srgan_x4.yaml from the shipped 
   compile   train.compile=true (torch.compile of both networks): the same model, only the speed should move
   multilayer  Real-ESRGAN's perceptual term: L1 on five VGG layers before activation, weights 0.1/0.1/1/1/1
   lowpass   + frequency separation (Fritsche et al. 2019): 10 x L1 between Gaussian (sigma 1) low-passed SR and HR
+  accum4    train.accumulate=4: the same batch of 16 as 4 micro-batches of 4 (BatchNorm sees 4 images), for
+            users with little memory: the model should barely move, the time should grow a little
   seed1, seed2  the base with another seed (data order, discriminator init): their spread with the base's is the
             noise a difference must beat (printed under the table)
 
@@ -66,6 +68,7 @@ def variants(arch: str) -> dict[str, list[str]]:
             "--loss.perceptual_weight=0.006",
         ],
         "lowpass": ["--loss.lowpass_weight=10", "--loss.lowpass_sigma=1.0"],
+        "accum4": ["--train.accumulate=4"],
         "seed1": ["--train.seed=1"],
         "seed2": ["--train.seed=2"],
     }

@@ -1,7 +1,10 @@
 """Training throughput on this machine: stage 1 (SRResNet, L1) and stage 2 (SRGAN: + VGG + D), fp32 vs bf16,
-and the rate the patch pipeline delivers batches, so one can see whether the loader is the bottleneck.
+and the rate the patch pipeline delivers batches, so one can see whether the loader is the bottleneck; and what
+gradient accumulation (`train.accumulate: N`) costs and saves: stage 2 at the same batch run as N micro-batches, each
+N in a fresh process, its time per step and how far the step raises the process's peak memory.
 
     python benchmarks/train_throughput.py [--steps 5] [--batch 16] [--gt-size 96] [--layouts nchw,nhwc] [--device auto]
+    python benchmarks/train_throughput.py --only accumulate --accumulate 1,2,4,8
 
 Prints a markdown table. Not a test: numbers depend on the machine and on what else runs on it.
 """
@@ -9,7 +12,8 @@ Prints a markdown table. Not a test: numbers depend on the machine and on what e
 from __future__ import annotations
 
 import argparse
-import platform
+import multiprocessing
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +25,7 @@ from srkit.archs import SRGANDiscriminator, SRResNet
 from srkit.data.datasets import IndexRange, PairSet, PatchDataset, load_pairs
 from srkit.data.lowres import LowRes
 from srkit.data.pipeline import resolve_folder
-from srkit.device import pick_device
+from srkit.device import auto_precision, cpu_description, pick_device
 from srkit.losses import ADVERSARIAL, PerceptualLoss
 from srkit.train.step import Objective, Update, discriminator_step, generator_step
 
@@ -41,6 +45,7 @@ def train_rate(
     device: torch.device,
     channels_last: bool = False,
     compiled: bool = False,
+    accumulate: int = 1,
 ) -> float:
     """Seconds per optimisation step (median of `steps` after the warm-up steps).
 
@@ -83,14 +88,72 @@ def train_rate(
     for i in range(steps + warmup):
         _sync(device)
         t = time.perf_counter()
-        sr, _, _ = generator_step(net_g, opt_g, lq, gt, objective=objective, net_d=net_d, update=update)
+        sr, _, _ = generator_step(
+            net_g, opt_g, lq, gt, objective=objective, net_d=net_d, update=update, accumulate=accumulate
+        )
         if net_d is not None and opt_d is not None:
-            discriminator_step(net_d, opt_d, sr, gt, d_loss=d_loss, update=update)
+            discriminator_step(net_d, opt_d, sr, gt, d_loss=d_loss, update=update, accumulate=accumulate)
         _sync(device)
         if i >= warmup:  # the first step pays for allocation and kernel selection (and compilation)
             times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2]
+
+
+def _peak_mib(device: torch.device) -> float:
+    """The process's peak memory so far: resident set on CPU (Linux reports KiB), allocated tensors on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _accumulate_child(kwargs: dict[str, object]) -> tuple[float, float, float]:
+    """In a fresh process: (peak RSS before the first step, peak RSS after the steps, seconds per step)."""
+    torch.set_num_threads(int(kwargs.pop("threads")))  # type: ignore[call-overload]
+    # Networks, optimisers and VGG are built inside train_rate, before its first step: build them once here too
+    # (same shapes, same allocator) so `before` holds everything that does not depend on the micro-batch.
+    SRResNet(), SRGANDiscriminator(), PerceptualLoss(arch="vgg16", layer="relu5_3")
+    device = kwargs["device"]
+    assert isinstance(device, torch.device)
+    before = _peak_mib(device)
+    sec = train_rate(2, **kwargs)  # type: ignore[arg-type]
+    return before, _peak_mib(device), sec
+
+
+def accumulate_table(args: argparse.Namespace, device: torch.device, amp: str) -> None:
+    """Stage 2 at --batch as N micro-batches for each N: s/step and the peak memory the training step adds."""
+    print(
+        f"\n# gradient accumulation: stage 2 (SRGAN: L1 + VGG16 + D), batch {args.batch} as N micro-batches, "
+        f"{amp}, each N in a fresh process\n"
+    )
+    print(
+        "| N (train.accumulate) | micro-batch | s/step | time x first row | peak memory the step adds, MiB "
+        "| memory x first row |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    ctx = multiprocessing.get_context("spawn")
+    first: tuple[float, float] | None = None
+    for n in (int(v) for v in args.accumulate.split(",")):
+        if args.batch % n:
+            print(f"| {n} | - | - | - | - | batch {args.batch} does not split into {n} |")
+            continue
+        kwargs = dict(
+            amp=amp,
+            steps=args.steps,
+            batch=args.batch,
+            gt_size=args.gt_size,
+            device=device,
+            accumulate=n,
+            threads=torch.get_num_threads(),
+        )
+        with ctx.Pool(1) as pool:
+            before, after, sec = pool.apply(_accumulate_child, (kwargs,))
+        grown = after - before
+        first = first or (sec, grown)
+        print(
+            f"| {n} | {args.batch // n} | {sec:.3f} | {sec / first[0]:.2f} | {grown:.0f} | {grown / first[1]:.2f} |",
+            flush=True,
+        )
 
 
 def loader_rate(pairs: PairSet, *, workers: int, batches: int, batch: int, gt_size: int) -> tuple[float, float]:
@@ -120,12 +183,24 @@ def main() -> None:
     parser.add_argument("--layouts", default="nchw,nhwc", help="comma-separated: nchw, nhwc (channels-last)")
     parser.add_argument("--loader-batches", type=int, default=60)
     parser.add_argument("--compile", default="eager", help="comma-separated: eager, compiled (torch.compile)")
+    parser.add_argument(
+        "--accumulate", default="1,2,4", help="comma-separated micro-batch counts for the accumulation table"
+    )
+    parser.add_argument(
+        "--only", choices=("all", "accumulate"), default="all", help="accumulate: only the accumulation table"
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     print(
-        f"# srkit training throughput: {platform.processor() or platform.machine()}, device {device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, HR {args.gt_size}px\n"
+        f"# srkit training throughput: {cpu_description() if device.type == 'cpu' else device}, "
+        f"torch {torch.__version__}, batch {args.batch}, HR {args.gt_size}px"
     )
+    # The precision a training run picks on this device (train.amp: auto), never bf16 where it is emulated.
+    auto_amp = "bf16" if auto_precision(device) == torch.bfloat16 else "fp32"
+    if args.only == "accumulate":
+        accumulate_table(args, device, auto_amp)
+        return
+    print()
     print("| stage | precision | layout | mode | s/step | images/s |")
     print("|---|---|---|---|---:|---:|")
     consumed: dict[int, float] = {}
@@ -183,6 +258,7 @@ def main() -> None:
                     f"{warm / consumed[1]:.0f}x | {warm / consumed[2]:.0f}x |",
                     flush=True,
                 )
+    accumulate_table(args, device, auto_amp)
 
 
 if __name__ == "__main__":

@@ -75,9 +75,9 @@ def resolve_image(name_or_path: str | Path, *, data_dir: str | Path | None = Non
             _, folder = resolve_set(parts[0], data_dir=data_dir)
         except MissingDataError:
             folder = None
-        if folder is not None and (folder / parts[1]).is_file():
-            return folder / parts[1]
         if folder is not None:
+            if (folder / parts[1]).is_file():
+                return folder / parts[1]
             known = ", ".join(p.name for p in benchmark_images(folder)[:6])
             raise FileNotFoundError(
                 f"image file not found: {str(name_or_path)!r}, neither here nor in benchmark set {parts[0]} "

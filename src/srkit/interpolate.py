@@ -113,21 +113,23 @@ class Remembered(torch.nn.Module):
         self._outputs: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():  # a caller that differentiates needs a graph, which a kept output lacks
-            self.runs += 1
-            return self.net(x)
-        raw = x.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes()
-        key = (tuple(x.shape), x.dtype, str(x.device), torch.is_autocast_enabled(x.device.type),
-               hashlib.blake2b(raw, digest_size=16).digest())  # fmt: skip
+        # A caller that differentiates needs a graph, which a kept output lacks: no lookup, nothing kept.
+        key = None if torch.is_grad_enabled() else self._key(x)
         if key in self._outputs:
             return self._outputs[key]
         out = self.net(x)
         self.runs += 1
         size = out.numel() * out.element_size()
-        if self.kept_bytes + size <= self.max_bytes:
+        if key is not None and self.kept_bytes + size <= self.max_bytes:
             self._outputs[key] = out
             self.kept_bytes += size
         return out
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> tuple[Any, ...]:
+        raw = x.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes()
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        return tuple(x.shape), x.dtype, str(x.device), torch.is_autocast_enabled(x.device.type), digest
 
 
 def fusions(low: Path | str, high: Path | str) -> Callable[[float], torch.nn.Module]:
